@@ -1,0 +1,38 @@
+# The two commands in the README: `make duet` (set up + render the two-agent duet) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU build of torch; an unpinned torch would pull a multi-GB CUDA build. GPU users install their own.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup setup-test duet test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.embedded: pyproject.toml requirements-nodeps.txt | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
+	touch $@
+
+$(VENV)/.test: $(VENV)/.embedded
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[liveavatar,omni,test]" "$(TORCH)"
+	touch $@
+
+setup: $(VENV)/.embedded
+
+setup-test: $(VENV)/.test
+
+duet: setup
+	$(BIN)/liveavatar duet examples/duet.yaml --out duet.mp4
+
+test: setup-test
+	LIVEAVATAR_FAIL_ON_SKIP=1 $(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/liveavatar bench
+
+clean:
+	rm -rf $(VENV) duet.mp4

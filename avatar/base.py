@@ -1,0 +1,47 @@
+"""The AvatarGenerator contract every avatar backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from media import AudioChunk, AVFrame
+
+Underrun = Literal["silence", "wait"]
+"""What a generator does when a reply is open but its next speech has not arrived yet.
+
+"silence": emit the frame now with silent audio (live sinks that pull at real time);
+"wait": hold the frame until speech or `end()` arrives (offline renders, so no gap is baked in).
+"""
+
+
+class AvatarGenerator(abc.ABC):
+    """An endless stream of `AVFrame`s driven by queued speech; idle/listening frames when there is none.
+
+    Implementations keep exactly `samples_in_frame(i, audio_rate, fps)` samples on frame i, so audio
+    and video can never drift. The consumer paces the stream by how fast it pulls from `frames()`.
+    """
+
+    fps: float
+    size: tuple[int, int]  # (width, height) in pixels
+    audio_rate: int
+
+    @abc.abstractmethod
+    def push(self, chunk: AudioChunk, generation: int) -> None:
+        """Queue speech of reply `generation` (any sample rate; resampled internally)."""
+
+    @abc.abstractmethod
+    def end(self, generation: int) -> None:
+        """Mark the end of reply `generation`: once its speech has played, frames go idle."""
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Drop all queued speech and not-yet-emitted frames (barge-in); the stream continues idle."""
+
+    @abc.abstractmethod
+    def frames(self) -> AsyncIterator[AVFrame]:
+        """The endless frame stream; iterate it from one consumer only."""
+
+    async def aclose(self) -> None:
+        """Release resources (threads, processes); the default has none."""

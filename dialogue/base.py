@@ -1,0 +1,49 @@
+"""The DialogueBackend contract: one user turn in, an async stream of text and speech out."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from media import AudioChunk
+
+
+@dataclass(frozen=True)
+class UserTurn:
+    """What the other side said: its audio (any rate) and/or its text, when known."""
+
+    audio: AudioChunk | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the reply's text, in order."""
+
+    text: str
+
+
+ReplyEvent = TextDelta | AudioChunk
+
+
+class DialogueError(RuntimeError):
+    """A backend failure the user should read (server down, bad voice, ...); the conversation goes on."""
+
+
+class DialogueBackend(abc.ABC):
+    """Produces replies and keeps the conversation history across turns.
+
+    Cancelling the task that iterates `reply()` must stop the backend promptly (under 50 ms) and
+    release its stream; the cancelled reply then counts only as far as `record_played` says.
+    """
+
+    @abc.abstractmethod
+    def reply(self, turn: UserTurn) -> AsyncIterator[ReplyEvent]:
+        """Stream the reply to `turn`: `TextDelta`s and speech `AudioChunk`s in playback order."""
+
+    def record_played(self, text: str) -> None:
+        """Replace the last reply in the history with the part the listener actually heard."""
+
+    async def aclose(self) -> None:
+        """Release resources; the default has none."""
