@@ -1,0 +1,51 @@
+"""Avatar backends by name: each module exposes `Options` (a pydantic model) and `create(options, setup)`."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from avatar.base import AvatarGenerator, Underrun
+
+# name -> module path; modules are imported only when that backend is used (torch stays unimported).
+BACKENDS: dict[str, str] = {
+    "portrait": "avatar.portrait.backend",
+    "liveavatar": "avatar.liveavatar.backend",
+}
+
+
+@dataclass(frozen=True)
+class AvatarSetup:
+    """What every backend gets besides its own options: the persona's portrait and the stream format."""
+
+    portrait: np.ndarray  # RGB uint8, H×W×3, as loaded from the persona's portrait file
+    portrait_path: Path
+    fps: float = 25.0
+    size: tuple[int, int] = (512, 512)  # (width, height) in pixels
+    audio_rate: int = 24000
+    underrun: Underrun = "silence"
+    seed: int = 0
+
+
+def options_model(backend: str) -> type[BaseModel]:
+    """The pydantic model that validates `avatar.options` for `backend`."""
+    return _module(backend).Options
+
+
+def create_avatar(backend: str, options: BaseModel | dict[str, Any], setup: AvatarSetup) -> AvatarGenerator:
+    """Build the named backend's generator."""
+    module = _module(backend)
+    if isinstance(options, dict):
+        options = module.Options(**options)
+    return module.create(options, setup)
+
+
+def _module(backend: str) -> Any:
+    if backend not in BACKENDS:
+        raise KeyError(f"unknown avatar backend {backend!r}; expected one of: {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[backend])

@@ -1,0 +1,49 @@
+"""Dialogue backends by name: each module exposes `Options` (a pydantic model) and `create(options, setup)`."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from dialogue.base import DialogueBackend
+
+# name -> module path; imported only when used.
+BACKENDS: dict[str, str] = {
+    "scripted": "dialogue.scripted",
+    "omni_server": "dialogue.omni_server",
+    "omni_local": "dialogue.omni_local",
+    "cascade": "dialogue.cascade",
+}
+
+
+@dataclass(frozen=True)
+class DialogueSetup:
+    """What every backend gets besides its own options: who it speaks as."""
+
+    name: str
+    system_prompt: str
+    voice: Any = None  # dialogue.tts.VoiceOptions for backends that synthesize speech locally
+    base_dir: Path = field(default_factory=Path.cwd)  # the persona file's folder, for relative paths
+
+
+def options_model(backend: str) -> type[BaseModel]:
+    """The pydantic model that validates `dialogue.options` for `backend`."""
+    return _module(backend).Options
+
+
+def create_dialogue(backend: str, options: BaseModel | dict[str, Any], setup: DialogueSetup) -> DialogueBackend:
+    """Build the named dialogue backend."""
+    module = _module(backend)
+    if isinstance(options, dict):
+        options = module.Options(**options)
+    return module.create(options, setup)
+
+
+def _module(backend: str) -> Any:
+    if backend not in BACKENDS:
+        raise KeyError(f"unknown dialogue backend {backend!r}; expected one of: {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[backend])
