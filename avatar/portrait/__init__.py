@@ -1,0 +1,1 @@
+"""The embedded CPU portrait avatar: a still photo animated by warping."""

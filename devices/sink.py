@@ -1,0 +1,22 @@
+"""The sink contract: accepts AVFrames in order, can drop what it has not played yet."""
+
+from __future__ import annotations
+
+import abc
+
+from media import AVFrame
+
+
+class FrameSink(abc.ABC):
+    """Receives frames; `flush()` drops buffered, unplayed frames (barge-in)."""
+
+    @abc.abstractmethod
+    async def write(self, frame: AVFrame) -> None:
+        """Accept the next frame (may wait when the sink is full)."""
+
+    async def flush(self) -> None:
+        """Drop frames not yet played; files have nothing to drop."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Finish and release the sink; nothing is lost."""

@@ -1,0 +1,107 @@
+"""Piper TTS streamed sentence by sentence, with phoneme timings kept for the avatar's visemes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from dialogue.speech.shaping import shape_voice
+from dialogue.speech.voice import BUNDLED_VOICES, VoiceOptions
+from media import AudioChunk, PhonemeSpan
+
+
+class VoiceNotFound(FileNotFoundError):
+    """The voice named in a persona is neither bundled nor a readable file."""
+
+
+def voice_files(model: str, base_dir: Path | None = None) -> tuple[Path, Path]:
+    """The (.onnx, .onnx.json) pair for a bundled voice name or a path (relative to `base_dir`)."""
+    if model in BUNDLED_VOICES:
+        package = BUNDLED_VOICES[model]
+        try:
+            module = importlib.import_module(package)
+        except ImportError as exc:
+            raise VoiceNotFound(f"bundled voice {model!r} needs the package {package.replace('_', '-')}") from exc
+        return Path(module.model_path()), Path(module.config_path())
+    path = Path(model)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    config = path.with_name(path.name + ".json")
+    if not path.is_file() or not config.is_file():
+        raise VoiceNotFound(
+            f"voice {model!r}: expected a bundled voice ({', '.join(BUNDLED_VOICES)}) or a Piper .onnx file "
+            f"with its .onnx.json beside it; not found: {path if not path.is_file() else config}"
+        )
+    return path, config
+
+
+@functools.lru_cache(maxsize=4)
+def _load_voice(model: Path, config: Path):  # noqa: ANN202 - piper's own type
+    """Load a Piper voice once per process (read-only, shared by every persona that uses it)."""
+    from piper import PiperVoice
+
+    return PiperVoice.load(model, config, include_alignments=True)
+
+
+class PiperTTS:
+    """Synthesizes text with a persona's voice; `stream()` yields one AudioChunk per sentence."""
+
+    def __init__(self, options: VoiceOptions, base_dir: Path | None = None) -> None:
+        self.options = options
+        self._voice = _load_voice(*voice_files(options.model, base_dir))
+        self.rate: int = self._voice.config.sample_rate
+
+    def synthesize(self, text: str, stop: threading.Event | None = None) -> Iterator[AudioChunk]:
+        """Blocking: sentence chunks of `text` (pts from 0), stopping early when `stop` is set."""
+        from piper import SynthesisConfig
+
+        cfg = SynthesisConfig(length_scale=1.0 / self.options.speaking_rate, normalize_audio=True)
+        pts = 0.0
+        for sentence in self._voice.synthesize(text, syn_config=cfg, include_alignments=True):
+            if stop is not None and stop.is_set():
+                return
+            pcm = sentence.audio_float_array.astype(np.float32)
+            if self.options.shaped:
+                pcm = shape_voice(pcm, self.rate, self.options.pitch_semitones, self.options.formant_shift)
+            peak = float(np.max(np.abs(pcm))) if len(pcm) else 0.0
+            if peak > 0:
+                pcm *= self.options.volume / peak
+            spans, at = [], 0
+            for align in sentence.phoneme_alignments or []:
+                n = int(align.num_samples)
+                spans.append(PhonemeSpan(align.phoneme, at, n))
+                at += n
+            chunk = AudioChunk(pcm, self.rate, pts, tuple(spans))
+            pts = chunk.end_pts
+            yield chunk
+
+    async def stream(self, text: str) -> AsyncIterator[AudioChunk]:
+        """Sentence chunks as each is ready; the first sentence plays while later ones are synthesized."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[AudioChunk | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                for chunk in self.synthesize(text, stop):
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            if not worker.done():
+                worker.cancel()
