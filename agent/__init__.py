@@ -1,0 +1,1 @@
+"""Orchestration: persona configs, turn-taking, conversations, duets, metrics and the CLI."""
