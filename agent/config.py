@@ -27,6 +27,10 @@ class ConfigError(ValueError):
         self.problems = problems
 
 
+class _Unchecked(BaseModel):
+    """Stands in for backend options that could not be validated (the error is already recorded)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -265,14 +269,14 @@ def _read_image(image_path: Path, path: Path, lines: dict[KeyPath, int], at: Key
 def _backend_options(section: str, choice: BackendChoice, registry: Any, path: Path, lines: dict[KeyPath, int], problems: list[str]) -> BaseModel:
     if choice.backend not in registry.BACKENDS:
         problems.append(_where(path, lines, (section, "backend")) + f"unknown backend {choice.backend!r}; expected one of: {', '.join(registry.BACKENDS)}")
-        return BaseModel()
+        return _Unchecked()
     try:
         model = registry.options_model(choice.backend)
     except ImportError as exc:
         problems.append(_where(path, lines, (section, "backend")) + f"backend {choice.backend!r} is not installed: {exc}")
-        return BaseModel()
+        return _Unchecked()
     try:
         return _validate(model, choice.options, path, lines, (section, "options"))
     except ConfigError as exc:
         problems.extend(exc.problems)
-        return BaseModel()
+        return _Unchecked()

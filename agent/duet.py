@@ -92,7 +92,8 @@ class DuetRenderer:
                 silent_in_a_row = 0
                 self.result.turns.append(record)
                 turn = UserTurn(audio=played, text=record.text or None)
-                await self._idle(self.limits.turn_gap_s)
+                # The frame that showed the reply had ended is the first frame of the pause.
+                await self._idle(self.limits.turn_gap_s, already=1)
             await self._idle(self.limits.tail_s)
         finally:
             for stream in self._streams:
@@ -113,8 +114,9 @@ class DuetRenderer:
             self.on_frame(composed, self.result)
         return frames
 
-    async def _idle(self, seconds: float) -> None:
-        for _ in range(int(round(seconds * self.fps))):
+    async def _idle(self, seconds: float, already: int = 0) -> None:
+        """Render `seconds` of video (less `already` frames) while nobody speaks."""
+        for _ in range(int(round(seconds * self.fps)) - already):
             if self._full():
                 return
             await self._pull()

@@ -65,8 +65,8 @@ def dotted(at: KeyPath) -> str:
 
 
 def line_of(lines: dict[KeyPath, int], at: KeyPath) -> int | None:
-    """The line of the deepest known prefix of `at`."""
-    for cut in range(len(at), -1, -1):
+    """The line of the deepest known prefix of `at` (None when only the document itself is known)."""
+    for cut in range(len(at), 0, -1):
         if at[:cut] in lines:
             return lines[at[:cut]]
     return None

@@ -80,9 +80,9 @@ class MouthDriver:
         if level == 0.0:
             target_jaw, target_spread = 0.0, 0.0
         elif shape is None:
-            target_jaw, target_spread = 0.85 * level**0.8, 0.0
+            target_jaw, target_spread = 0.75 * level**0.8, 0.0
         else:
-            target_jaw, target_spread = shape[0] * (0.35 + 0.65 * level), shape[1]
+            target_jaw, target_spread = shape[0] * (0.3 + 0.55 * level), shape[1]
         target_jaw = min(1.0, target_jaw * self.gain)
         s = self.state
         rate = ATTACK if target_jaw > s.jaw else RELEASE

@@ -10,6 +10,7 @@ BLINK_SHAPE = (0.55, 1.0, 0.85, 0.5, 0.2)  # eyelid closure over consecutive 25 
 DOUBLE_BLINK_CHANCE = 0.12
 SWAY_FREQS_HZ = (0.13, 0.29, 0.47)  # incommensurate, so the sway never visibly repeats
 BREATH_HZ = 0.23
+DRIFT_HZ = 0.17  # a slow circular drift keeps the head moving even where the sway turns around
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class HeadSway:
         talk = 1.0 + 0.8 * self._emphasis
         a = self.amount
         tilt = a * talk * 1.1 * self._wave(0, t)
-        dx = a * talk * 1.6 * self.px * self._wave(1, t)
-        dy = a * self.px * (1.2 * self._wave(2, t) + 2.2 * self._emphasis)
+        drift = 2 * math.pi * DRIFT_HZ * t + self._phases[0][0]
+        dx = a * self.px * (talk * 1.6 * self._wave(1, t) + 0.7 * math.cos(drift))
+        dy = a * self.px * (1.2 * self._wave(2, t) + 0.7 * math.sin(drift) + 2.2 * self._emphasis)
         breath = 1.0 + a * 0.004 * math.sin(2 * math.pi * BREATH_HZ * t)
         return HeadPose(tilt, (dx, dy), breath)

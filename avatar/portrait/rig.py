@@ -15,10 +15,11 @@ from avatar.portrait.eyes import EyelidPainter
 from avatar.portrait.layout import FaceLayout
 from avatar.portrait.mouth import MouthPainter
 
-MAX_JAW_DROP = 0.34  # lower-lip drop at full opening, as a fraction of mouth width
+MAX_JAW_DROP = 0.27  # lower-lip drop at full opening, as a fraction of mouth width
 UPPER_LIP_LIFT = 0.18  # upper-lip lift as a fraction of the lower-lip drop
 LIP_SPREAD = 0.14  # horizontal scaling of the mouth at spread ±1
 MAX_TILT_DEG = 6.0
+HEAD_GRID_PX = 8  # spacing of the coarse grid the head motion is computed on
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,15 @@ class PortraitRig:
         self._spread = self._build_spread(layout)
         self._eyelids = [(EyelidPainter(self.image, e), e.centre) for e in layout.eyes]
         self._painter = MouthPainter(layout.mouth, MAX_JAW_DROP * layout.mouth.width, UPPER_LIP_LIFT)
-        self._map_x = np.empty_like(gx)
-        self._map_y = np.empty_like(gy)
 
     # ----------------------------------------------------------------------------------- build
 
     def _build_head(self, lay: FaceLayout) -> None:
-        """A soft head mask (1 on the head, 0 on background and shoulders) and the neck pivot."""
+        """A soft head mask (1 on the head, 0 on background and shoulders), sampled on a coarse grid.
+
+        Only the box where the mask is non-zero is ever remapped; the head's motion field is smooth,
+        so it is computed every HEAD_GRID_PX pixels and upsampled bilinearly.
+        """
         h, w = self._gx.shape
         (fx, fy), (hw, hh) = lay.face_centre, lay.face_half_size
         cx, cy = fx, fy - 0.15 * hh  # hair sits above the face oval
@@ -78,11 +81,20 @@ class PortraitRig:
         mask = 1.0 - _smoothstep(0.85, 1.6, r)
         ys, xs = np.nonzero(mask > 1e-3)
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        self._head_box = (y0, y1, x0, x1)
-        m = mask[y0:y1, x0:x1].astype(np.float32)
-        self._head_m = m
-        self._head_mgx = m * self._gx[y0:y1, x0:x1]
-        self._head_mgy = m * self._gy[y0:y1, x0:x1]
+        self._head_box = (int(y0), int(y1), int(x0), int(x1))
+        bh, bw = y1 - y0, x1 - x0
+        lh, lw = max(2, -(-bh // HEAD_GRID_PX)), max(2, -(-bw // HEAD_GRID_PX))
+        # Coarse sample positions that cv2.resize(INTER_LINEAR) maps back onto the box's pixels.
+        ly = y0 + (np.arange(lh) + 0.5) * bh / lh - 0.5
+        lx = x0 + (np.arange(lw) + 0.5) * bw / lw - 0.5
+        cgx, cgy = np.meshgrid(lx, ly)
+        cr = np.sqrt(((cgx - cx) / ax) ** 2 + ((cgy - cy) / ay) ** 2)
+        cm = (1.0 - _smoothstep(0.85, 1.6, cr)).astype(np.float32)
+        self._coarse = (cm * cgx.astype(np.float32), cm * cgy.astype(np.float32), cm)
+        self._box_gx = np.ascontiguousarray(self._gx[y0:y1, x0:x1])
+        self._box_gy = np.ascontiguousarray(self._gy[y0:y1, x0:x1])
+        self._map_x = np.empty_like(self._box_gx)
+        self._map_y = np.empty_like(self._box_gy)
         self.pivot = (lay.chin[0], lay.chin[1] + 0.35 * hh)
 
     def _build_jaw(self, lay: FaceLayout) -> _Region:
@@ -128,22 +140,24 @@ class PortraitRig:
 
     def render(self, pose: FacePose) -> np.ndarray:
         """The portrait in `pose`, as an RGB uint8 image of the output size."""
-        mx, my = self._map_x, self._map_y
-        np.copyto(mx, self._gx)
-        np.copyto(my, self._gy)
         lin, off = self._head_transform(pose)
         y0, y1, x0, x1 = self._head_box
-        mx[y0:y1, x0:x1] += (lin[0, 0] - 1.0) * self._head_mgx + lin[0, 1] * self._head_mgy + off[0] * self._head_m
-        my[y0:y1, x0:x1] += lin[1, 0] * self._head_mgx + (lin[1, 1] - 1.0) * self._head_mgy + off[1] * self._head_m
+        mgx, mgy, m = self._coarse
+        size = (x1 - x0, y1 - y0)
+        dx = (lin[0, 0] - 1.0) * mgx + lin[0, 1] * mgy + off[0] * m
+        dy = lin[1, 0] * mgx + (lin[1, 1] - 1.0) * mgy + off[1] * m
+        mx = cv2.add(self._box_gx, cv2.resize(dx.astype(np.float32), size, interpolation=cv2.INTER_LINEAR), dst=self._map_x)
+        my = cv2.add(self._box_gy, cv2.resize(dy.astype(np.float32), size, interpolation=cv2.INTER_LINEAR), dst=self._map_y)
         drop = float(np.clip(pose.jaw, 0.0, 1.0)) * MAX_JAW_DROP * self.layout.mouth.width
         spread = LIP_SPREAD * float(np.clip(pose.spread, -1.0, 1.0))
         mouth_shift = self._shift_of(self._jaw.anchor, lin, off)
         if drop > 0.05:
-            self._add(my, self._jaw, drop, mouth_shift)
+            self._add(my, self._jaw, drop, mouth_shift, (y0, x0))
         if spread:
-            self._add(mx, self._spread, spread, mouth_shift)
+            self._add(mx, self._spread, spread, mouth_shift, (y0, x0))
         fixed_a, fixed_b = cv2.convertMaps(mx, my, cv2.CV_16SC2)  # fixed-point maps remap ~2× faster
-        frame = cv2.remap(self.image, fixed_a, fixed_b, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        frame = self.image.copy()  # outside the head box the portrait is unchanged
+        cv2.remap(self.image, fixed_a, fixed_b, cv2.INTER_LINEAR, dst=frame[y0:y1, x0:x1], borderMode=cv2.BORDER_REPLICATE)
         if drop > 0.6:
             self._painter.paint(frame, drop, spread, mouth_shift)
         blink = float(np.clip(pose.blink, 0.0, 1.0))
@@ -168,11 +182,11 @@ class PortraitRig:
         return int(round(px - anchor[0])), int(round(py - anchor[1]))
 
     @staticmethod
-    def _add(target: np.ndarray, region: _Region, amount: float, shift: tuple[int, int]) -> None:
-        """Add amount·field to a map component, moved by `shift` with the head."""
+    def _add(target: np.ndarray, region: _Region, amount: float, shift: tuple[int, int], origin: tuple[int, int]) -> None:
+        """Add amount·field to a map component (whose top-left is frame pixel `origin`), moved by `shift`."""
         sx, sy = shift
         h, w = region.field.shape
-        ty0, tx0 = region.y0 + sy, region.x0 + sx
+        ty0, tx0 = region.y0 + sy - origin[0], region.x0 + sx - origin[1]
         fy0, fx0 = max(0, -ty0), max(0, -tx0)
         ty0, tx0 = max(ty0, 0), max(tx0, 0)
         th = min(h - fy0, target.shape[0] - ty0)

@@ -1,0 +1,96 @@
+"""`liveavatar bench`: benchmark figures printed as one JSON object per line (never timed tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _emit(out: IO[str], name: str, value: float, unit: str, **context: object) -> None:
+    out.write(json.dumps({"name": name, "value": round(value, 3), "unit": unit, **context}) + "\n")
+    out.flush()
+
+
+def _one_core() -> int:
+    """Pin this process (and OpenCV) to a single core; returns the core used."""
+    import cv2
+
+    core = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    cv2.setNumThreads(1)
+    return core
+
+
+def bench_portrait(out: IO[str], frames: int = 500) -> None:
+    """Portrait avatar frames/s at 512×512 on one core: the rig alone, and the whole generator."""
+    from agent.agents import build_agent
+    from agent.config import load_persona
+    from avatar.portrait.rig import FacePose
+    from dialogue.speech.piper_tts import PiperTTS
+
+    core = _one_core()
+    persona = load_persona(EXAMPLES / "nova.yaml")
+    agent = build_agent(persona, (512, 512), 25.0, 24000, underrun="wait")
+    rig = agent.avatar.rig  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    poses = [FacePose(jaw=float(rng.uniform(0, 1)) * (i % 3 != 0), spread=float(rng.uniform(-1, 1)), blink=float(i % 60 < 5),
+                      tilt_deg=float(np.sin(i / 20)), shift_px=(float(np.sin(i / 13)) * 2, float(np.cos(i / 17)) * 2), scale=1.002)
+             for i in range(frames)]  # fmt: skip
+    for pose in poses[:20]:
+        rig.render(pose)
+    t0 = time.perf_counter()
+    for pose in poses:
+        rig.render(pose)
+    fps = frames / (time.perf_counter() - t0)
+    _emit(out, "portrait_render_fps", fps, "frames/s", size=[512, 512], cores=1, core=core, frames=frames)
+
+    tts = PiperTTS(persona.voice, persona.base_dir)
+    speech = list(tts.synthesize("Every frame of my face is one photo, gently warped, and my lips follow the sounds I make. " * 2))
+
+    async def stream() -> float:
+        for chunk in speech:
+            agent.avatar.push(chunk, 1)
+        agent.avatar.end(1)
+        n, start = 0, time.perf_counter()
+        async for _frame in agent.avatar.frames():
+            n += 1
+            if n == frames:
+                break
+        return n / (time.perf_counter() - start)
+
+    gen_fps = asyncio.run(stream())
+    _emit(out, "portrait_generator_fps", gen_fps, "frames/s", size=[512, 512], cores=1, core=core, frames=frames,
+          note="speech-driven PortraitAvatar.frames(): drive, blink, sway, render thread")  # fmt: skip
+
+
+def bench_duet(out: IO[str]) -> None:
+    """Whole example duet (TTS, two avatars, composition, H.264 + AAC) as a multiple of real time."""
+    from agent.config import load_duet
+    from agent.render import render_duet
+
+    duet = load_duet(EXAMPLES / "duet.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = asyncio.run(render_duet(duet, Path(tmp) / "duet.mp4"))
+    _emit(out, "duet_render_realtime_factor", stats.realtime_factor, "x real time", video_s=round(stats.result.seconds, 2),
+          wall_s=round(stats.wall_seconds, 2), turns=len(stats.result.turns), cores=len(os.sched_getaffinity(0)))  # fmt: skip
+
+
+def run_benchmarks(which: list[str], frames: int, out: IO[str]) -> None:
+    """Run the named benchmarks; the portrait one pins the process to one core, so it runs last."""
+    known = {"duet", "portrait"}
+    unknown = set(which) - known
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; expected: {', '.join(sorted(known))}")
+    if "duet" in which:
+        bench_duet(out)
+    if "portrait" in which:
+        bench_portrait(out, frames)
