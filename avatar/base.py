@@ -26,6 +26,7 @@ class AvatarGenerator(abc.ABC):
     fps: float
     size: tuple[int, int]  # (width, height) in pixels
     audio_rate: int
+    can_pause: bool = False  # whether pause()/resume() are supported (barge-in pauses, then decides)
 
     @abc.abstractmethod
     def push(self, chunk: AudioChunk, generation: int) -> None:
@@ -38,6 +39,14 @@ class AvatarGenerator(abc.ABC):
     @abc.abstractmethod
     def clear(self) -> None:
         """Drop all queued speech and not-yet-emitted frames (barge-in); the stream continues idle."""
+
+    def pause(self) -> None:
+        """Hold queued speech where it is: frames go idle (listening) until `resume()`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pause; check can_pause")
+
+    def resume(self) -> None:
+        """Continue held speech from where `pause()` stopped it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pause; check can_pause")
 
     @abc.abstractmethod
     def frames(self) -> AsyncIterator[AVFrame]:

@@ -57,6 +57,8 @@ class _Reply:
 class PortraitAvatar(AvatarGenerator):
     """Animates one portrait: lips from speech, blinks and head motion always. See AvatarGenerator."""
 
+    can_pause = True
+
     def __init__(
         self,
         rig: PortraitRig,
@@ -79,6 +81,7 @@ class PortraitAvatar(AvatarGenerator):
         self._mouth = MouthDriver(audio_rate, mouth_gain)
         self._replies: deque[_Reply] = deque()
         self._dead_below = -1  # generations <= this were cleared: their speech is dropped
+        self._paused = False
         self._wake = asyncio.Event()
         self._index = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-render")
@@ -123,6 +126,21 @@ class PortraitAvatar(AvatarGenerator):
         self._replies.clear()
         self._wake.set()
 
+    def pause(self) -> None:
+        """Hold queued speech; frames show the avatar listening until resume()."""
+        self._paused = True
+        self._wake.set()
+
+    def resume(self) -> None:
+        """Play held speech from where it stopped."""
+        self._paused = False
+        self._wake.set()
+
+    @property
+    def queued_seconds(self) -> float:
+        """Speech waiting to be played, in seconds."""
+        return sum(r.buffered for r in self._replies) / self.audio_rate
+
     async def frames(self) -> AsyncIterator[AVFrame]:
         """Endless frames; idle when nothing is queued."""
         loop = asyncio.get_running_loop()
@@ -153,7 +171,7 @@ class PortraitAvatar(AvatarGenerator):
         while True:
             while self._replies and self._replies[0].ended and self._replies[0].buffered == 0:
                 self._replies.popleft()
-            reply = self._replies[0] if self._replies else None
+            reply = self._replies[0] if self._replies and not self._paused else None
             if reply is None or reply.buffered >= n or reply.ended or self.underrun == "silence":
                 break
             self._wake.clear()

@@ -1,0 +1,211 @@
+"""TurnTaker: who holds the floor. A pure state machine over VAD windows and the avatar's playback.
+
+It never touches audio, models or clocks: each call passes the time, and each call returns the
+events it caused. Barge-in is pause-then-decide (as LiveKit Agents does it): sustained user speech
+over the avatar pauses it; the conversation then decides whether a real user turn followed
+(`commit_turn`) — interrupt — or not (`reject_turn`, or nothing within the timeout) — resume.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from agent.turn_options import TurnOptions
+
+
+class Floor(enum.Enum):
+    """Who is talking."""
+
+    IDLE = "idle"  # nobody
+    USER = "user"  # the user, the avatar silent
+    AGENT = "agent"  # the avatar
+    PAUSED = "paused"  # the user spoke over the avatar; its reply is on hold
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    """Something the conversation must act on, at time `t` (seconds)."""
+
+    t: float
+
+
+@dataclass(frozen=True)
+class UserTurnStarted(TurnEvent):
+    """The user began a turn; `onset` is when their speech began."""
+
+    onset: float
+
+
+@dataclass(frozen=True)
+class UserTurnEnded(TurnEvent):
+    """The user's turn ended: speech ran from `onset` to `speech_end`; `t` = speech_end + silence window."""
+
+    onset: float
+    speech_end: float
+    over_agent: bool  # spoken while the avatar was paused: the conversation must commit or reject it
+
+
+@dataclass(frozen=True)
+class UserPaused(TurnEvent):
+    """The user stopped speaking for a moment; a reply may be prepared (it may still be discarded)."""
+
+    onset: float
+    speech_end: float
+
+
+@dataclass(frozen=True)
+class UserResumed(TurnEvent):
+    """The user spoke again before their turn ended: discard anything prepared since `UserPaused`."""
+
+
+@dataclass(frozen=True)
+class PauseAgent(TurnEvent):
+    """Hold the avatar's reply (it listens); `onset` is when the user's speech began."""
+
+    onset: float
+
+
+@dataclass(frozen=True)
+class ResumeAgent(TurnEvent):
+    """A false interruption: continue the held reply where it stopped."""
+
+
+@dataclass(frozen=True)
+class InterruptAgent(TurnEvent):
+    """Cancel the avatar's reply for good."""
+
+
+PREEMPT_SILENCE_S = 0.2  # silence after which a reply may be prepared before the turn is over
+
+
+class TurnTaker:
+    """Turn-taking for one conversation. Feed `vad()` every window and `agent_speaking()` on changes."""
+
+    def __init__(self, options: TurnOptions, can_pause: bool = True) -> None:
+        self.options = options
+        self.can_pause = can_pause
+        self.floor = Floor.IDLE
+        self._speech_run = 0.0  # seconds of speech in the current run (resets after the silence window)
+        self._silence_run = 0.0
+        self._onset: float | None = None  # start of the current speech run
+        self._speech_end: float | None = None  # end of the last speech window
+        self._in_turn = False  # a speech run long enough to be a turn (or an interruption) is in progress
+        self._preempted = False
+        self._awaiting_verdict_since: float | None = None  # paused, user's turn ended, waiting for commit/reject
+        self._agent_speaking = False
+        self._agent_started_at = -1e9
+
+    # ------------------------------------------------------------------------------ inputs
+
+    def agent_speaking(self, t: float, speaking: bool) -> list[TurnEvent]:
+        """The avatar's audio at the sink started (True) or stopped (False) carrying speech."""
+        if speaking == self._agent_speaking:
+            return []
+        self._agent_speaking = speaking
+        if speaking:
+            self._agent_started_at = t
+            if self.floor in (Floor.IDLE, Floor.USER) and not self._in_turn:
+                self.floor = Floor.AGENT
+        elif self.floor == Floor.AGENT:
+            self.floor = Floor.IDLE
+        return []
+
+    def vad(self, start: float, end: float, probability: float) -> list[TurnEvent]:
+        """One VAD window [start, end) seconds with its speech probability."""
+        dt = end - start
+        speech = probability >= self.options.vad_threshold and not self._echo(start)
+        events: list[TurnEvent] = []
+        if speech:
+            if self._onset is None:
+                self._onset, self._speech_run = start, 0.0
+            if self._preempted:
+                self._preempted = False
+                events.append(UserResumed(end))
+            self._speech_run += dt
+            self._silence_run = 0.0
+            self._speech_end = end
+            events += self._on_speech(end)
+        elif self._onset is not None:
+            self._silence_run += dt
+            events += self._on_silence(end)
+        events += self._check_timeout(end)
+        return events
+
+    def commit_turn(self, t: float) -> list[TurnEvent]:
+        """The user's turn over the paused avatar was real (it had words): interrupt the held reply."""
+        if self.floor != Floor.PAUSED:
+            return []
+        self._awaiting_verdict_since = None
+        self.floor = Floor.IDLE
+        return [InterruptAgent(t)]
+
+    def reject_turn(self, t: float) -> list[TurnEvent]:
+        """It was noise, a cough, a backchannel: resume the held reply (or drop it, per options)."""
+        if self.floor != Floor.PAUSED:
+            return []
+        return self._false_interruption(t)
+
+    # ------------------------------------------------------------------------------ rules
+
+    def _echo(self, t: float) -> bool:
+        """Speech right after the avatar starts talking is taken for echo while the guard lasts."""
+        return self._agent_speaking and t - self._agent_started_at < self.options.echo_guard_s
+
+    def _on_speech(self, t: float) -> list[TurnEvent]:
+        o = self.options
+        assert self._onset is not None
+        if self._in_turn:
+            return []
+        if self.floor == Floor.AGENT:
+            if not o.interruptions or self._speech_run < o.interruption_min_speech_s:
+                return []
+            self._in_turn = True
+            if self.can_pause:
+                self.floor = Floor.PAUSED
+                return [PauseAgent(t, self._onset), UserTurnStarted(t, self._onset)]
+            self.floor = Floor.USER
+            return [InterruptAgent(t), UserTurnStarted(t, self._onset)]
+        if self._speech_run < o.speech_start_s:
+            return []
+        self._in_turn = True
+        if self.floor == Floor.PAUSED:
+            self._awaiting_verdict_since = None  # the user goes on: decide when this turn ends
+        else:
+            self.floor = Floor.USER
+        return [UserTurnStarted(t, self._onset)]
+
+    def _on_silence(self, t: float) -> list[TurnEvent]:
+        o = self.options
+        if not self._in_turn:
+            self._onset, self._speech_run = None, 0.0  # a start needs continuous speech: a gap resets it
+            return []
+        events: list[TurnEvent] = []
+        assert self._onset is not None and self._speech_end is not None
+        if not self._preempted and self._silence_run >= PREEMPT_SILENCE_S and self._silence_run < o.end_of_turn_silence_s:
+            self._preempted = True
+            events.append(UserPaused(t, self._onset, self._speech_end))
+        if self._silence_run >= o.end_of_turn_silence_s:
+            over_agent = self.floor == Floor.PAUSED
+            events.append(UserTurnEnded(t, self._onset, self._speech_end, over_agent))
+            self._in_turn, self._preempted, self._onset = False, False, None
+            if over_agent:
+                self._awaiting_verdict_since = t
+            elif self.floor == Floor.USER:
+                self.floor = Floor.IDLE
+        return events
+
+    def _check_timeout(self, t: float) -> list[TurnEvent]:
+        if self._awaiting_verdict_since is None:
+            return []
+        if t - self._awaiting_verdict_since >= self.options.false_interruption_timeout_s:
+            return self._false_interruption(t)
+        return []
+
+    def _false_interruption(self, t: float) -> list[TurnEvent]:
+        self._awaiting_verdict_since = None
+        if self.options.resume_false_interruption:
+            self.floor = Floor.AGENT if self._agent_speaking else Floor.IDLE
+            return [ResumeAgent(t)]
+        self.floor = Floor.IDLE
+        return [InterruptAgent(t)]

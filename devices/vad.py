@@ -1,0 +1,86 @@
+"""Silero VAD run with onnxruntime from the model inside the `silero-vad` wheel (torch is never imported).
+
+The wheel declares a torch dependency and its `__init__` imports torch, so it is installed with
+`--no-deps` and only its data folder is read, located without importing the package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+WINDOW = 512  # samples per inference at 16 kHz: 32 ms
+CONTEXT = 64  # samples of the previous window the model sees
+MODEL_FILE = "silero_vad.onnx"
+INSTALL_HINT = "pip install --no-deps silero-vad==6.2.3"
+
+
+class VADModelMissing(RuntimeError):
+    """The silero model file is not installed."""
+
+
+def model_path() -> Path:
+    """Path of silero_vad.onnx inside the installed wheel."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or spec.origin is None:
+        raise VADModelMissing(f"the silero VAD model is not installed; run: {INSTALL_HINT}")
+    path = Path(spec.origin).parent / "data" / MODEL_FILE
+    if not path.is_file():
+        raise VADModelMissing(f"{path} is missing; reinstall with: {INSTALL_HINT}")
+    return path
+
+
+@dataclass(frozen=True)
+class VADWindow:
+    """Speech probability of one 32 ms window ending at `end_s` seconds on the input's clock."""
+
+    end_s: float
+    probability: float
+
+    @property
+    def start_s(self) -> float:
+        """Start of the window in seconds."""
+        return self.end_s - WINDOW / SAMPLE_RATE
+
+
+class SileroVAD:
+    """Streaming speech probabilities for 16 kHz mono audio, one per 512-sample window."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path or model_path()), options, providers=["CPUExecutionProvider"])
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio seen so far."""
+        self._state = np.zeros((2, 1, 128), np.float32)
+        self._context = np.zeros(CONTEXT, np.float32)
+        self._pending = np.zeros(0, np.float32)
+        self._consumed = 0  # samples turned into windows
+
+    def window_probability(self, window: np.ndarray) -> float:
+        """Speech probability of exactly one 512-sample window (continuing the stream's state)."""
+        x = np.concatenate([self._context, window.astype(np.float32)])[None, :]
+        prob, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._sr})
+        self._context = x[0, -CONTEXT:]
+        return float(prob.reshape(-1)[0])
+
+    def feed(self, pcm: np.ndarray) -> list[VADWindow]:
+        """Append 16 kHz samples; returns the windows completed by them."""
+        self._pending = np.concatenate([self._pending, np.asarray(pcm, np.float32)])
+        out = []
+        while len(self._pending) >= WINDOW:
+            window, self._pending = self._pending[:WINDOW], self._pending[WINDOW:]
+            prob = self.window_probability(window)
+            self._consumed += WINDOW
+            out.append(VADWindow(self._consumed / SAMPLE_RATE, prob))
+        return out

@@ -1,0 +1,309 @@
+"""vLLM-Omni's `/v1/chat/completions` wire format: request bodies, SSE framing, stream chunks, error bodies.
+
+Pure functions and small stateful decoders, no I/O. The stream shapes accepted (see
+docs/qwen3-omni-serving.md §1.3, §1.5):
+
+* vLLM-Omni: separate text and audio chunks told apart by a top-level `"modality"`; both carry their
+  payload in `choices[0].delta.content`; audio is base64 of the chunk encoded on its own in the
+  requested `audio.format` (raw PCM16 for `pcm16`, a whole WAV file with its own header for `wav`),
+  with `choices[0].audio_metadata.sample_rate_hz`; empty audio chunks occur; `finish_reason` is set
+  on exactly one chunk; an optional usage-only chunk has `choices: []`; then `data: [DONE]`.
+* DashScope (OpenAI-compatible mode): audio as base64 raw PCM16 at 24 kHz in `delta.audio.data`, the
+  spoken text in `delta.audio.transcript`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dialogue.base import DialogueError
+from dialogue.omni.history import INPUT_RATE, OmniHistory
+from dialogue.wav import WavError, decode_wav, encode_wav, is_wav
+from media import AudioChunk
+
+DEFAULT_OUTPUT_RATE = 24000
+"""Qwen3-Omni speaks at 24 kHz; used when a chunk states no rate."""
+
+QWEN_SYSTEM_PROMPT = (
+    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
+    "auditory and visual inputs, as well as generating text and speech."
+)
+"""The system prompt Qwen's own examples use with speech output; the fallback when a persona has none."""
+
+DONE = "[DONE]"
+
+
+# ---------------------------------------------------------------- request
+
+
+def chat_messages(history: OmniHistory, send_text_with_audio: bool = False) -> list[dict[str, Any]]:
+    """OpenAI chat messages for `history`: system, then alternating user/assistant.
+
+    User audio goes as a 16 kHz WAV `input_audio` part. A user turn's text goes along with its audio only
+    when `send_text_with_audio` (it is usually a transcript of the same words). Replies that said
+    nothing are left out and the user turns around them merged, so roles always alternate.
+    """
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": [{"type": "text", "text": history.system_prompt}]}
+    ]
+    pending_user: list[dict[str, Any]] = []
+    for exchange in history.exchanges:
+        if exchange.user_audio is not None:
+            wav = base64.b64encode(encode_wav(exchange.user_audio, INPUT_RATE)).decode("ascii")
+            pending_user.append({"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}})
+        if exchange.user_text and (exchange.user_audio is None or send_text_with_audio):
+            pending_user.append({"type": "text", "text": exchange.user_text})
+        if exchange.reply_text:
+            messages.append({"role": "user", "content": pending_user})
+            messages.append({"role": "assistant", "content": exchange.reply_text})
+            pending_user = []
+    if pending_user:
+        messages.append({"role": "user", "content": pending_user})
+    return messages
+
+
+def request_body(
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    voice: str,
+    audio_format: str,
+    max_tokens: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The streaming chat-completions body asking for text and speech.
+
+    The voice goes top-level (where vLLM-Omni reads it) and in `audio.voice` (OpenAI/DashScope);
+    `extra` (sampling parameters, `sampling_params_list`, ...) is merged in last and wins.
+    """
+    body: dict[str, Any] = {
+        "model": model,
+        "stream": True,
+        "modalities": ["text", "audio"],
+        "audio": {"format": audio_format, "voice": voice},
+        "voice": voice,
+        "messages": messages,
+    }
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    body.update(extra or {})
+    return body
+
+
+# ---------------------------------------------------------------- SSE framing
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    """One server-sent event's `data` and the time (perf_counter s) its last byte was received."""
+
+    data: str
+    received: float
+
+
+class SseDecoder:
+    """Incremental text/event-stream parser: feed network bytes, get complete events.
+
+    Lines end in LF, CRLF or CR; `data:` lines of one event are joined with LF; a blank line ends the
+    event; comments (`:` keep-alives) and other fields are ignored.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes, received: float) -> list[SseEvent]:
+        """Events completed by `chunk`, which arrived at `received`."""
+        self._buffer += chunk
+        events: list[SseEvent] = []
+        while True:
+            line, found = self._next_line()
+            if not found:
+                return events
+            if not line:
+                if self._data:
+                    events.append(SseEvent("\n".join(self._data), received))
+                    self._data = []
+                continue
+            name, _, value = line.partition(":")
+            if name == "data":
+                self._data.append(value[1:] if value.startswith(" ") else value)
+
+    def close(self, received: float) -> SseEvent | None:
+        """At end of stream: the event left without its closing blank line (possibly cut short), if any."""
+        events = self.feed(b"\n\n", received)
+        return events[0] if events else None
+
+    def _next_line(self) -> tuple[str, bool]:
+        buf = self._buffer
+        lf, cr = buf.find(b"\n"), buf.find(b"\r")
+        if lf < 0 and cr < 0:
+            return "", False
+        if cr >= 0 and (lf < 0 or cr < lf):
+            if cr == len(buf) - 1:
+                return "", False  # a CR at the end may be the first half of CRLF: wait for more
+            end, skip = cr, 2 if buf[cr + 1 : cr + 2] == b"\n" else 1
+        else:
+            end, skip = lf, 1
+        self._buffer = buf[end + skip :]
+        return buf[:end].decode("utf-8", errors="replace"), True
+
+
+# ---------------------------------------------------------------- stream chunks
+
+
+@dataclass(frozen=True)
+class AudioPayload:
+    """Encoded audio from one chunk (raw PCM16 LE or a WAV file) and the sample rate the chunk states."""
+
+    data: bytes
+    rate: int | None
+
+
+@dataclass
+class ChunkContent:
+    """What one stream chunk carries, in order: reply text, spoken transcript, audio, the finish reason."""
+
+    text: list[str] = field(default_factory=list)
+    transcript: list[str] = field(default_factory=list)
+    audio: list[AudioPayload] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+def parse_chunk(data: str) -> ChunkContent:
+    """Decode one SSE `data` payload; raises DialogueError for malformed JSON or an error the server streamed."""
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise DialogueError(f"vLLM-Omni sent a malformed stream event (not JSON: {exc.msg}): {_clip(data)}") from None
+    if not isinstance(chunk, dict):
+        raise DialogueError(f"vLLM-Omni sent a malformed stream event (not a JSON object): {_clip(data)}")
+    error = _error_text(chunk)
+    if error is not None:
+        raise DialogueError(f"vLLM-Omni reported an error mid-reply: {error}")
+    content = ChunkContent()
+    modality = chunk.get("modality")
+    for choice in chunk.get("choices") or []:
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            continue
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            if modality == "audio":
+                content.audio.append(AudioPayload(_b64(text), _stated_rate(choice, chunk)))
+            elif modality in (None, "text"):
+                content.text.append(text)
+        audio = delta.get("audio")
+        if isinstance(audio, dict):
+            if isinstance(audio.get("data"), str) and audio["data"]:
+                content.audio.append(AudioPayload(_b64(audio["data"]), _stated_rate(choice, chunk)))
+            if isinstance(audio.get("transcript"), str) and audio["transcript"]:
+                content.transcript.append(audio["transcript"])
+        if choice.get("finish_reason"):
+            content.finish_reason = str(choice["finish_reason"])
+    return content
+
+
+class AudioDecoder:
+    """Turns a reply's audio payloads into `AudioChunk`s with running time stamps.
+
+    A payload is decoded by what it is, not by what was asked for: a RIFF header means a WAV file
+    (its header gives the rate), anything else is raw little-endian PCM16 at the stated rate. An odd
+    trailing byte of raw PCM is kept for the next payload.
+    """
+
+    def __init__(self, default_rate: int = DEFAULT_OUTPUT_RATE) -> None:
+        self.default_rate = default_rate
+        self._carry = b""
+        self._seconds = 0.0
+
+    def decode(self, payload: AudioPayload) -> AudioChunk | None:
+        """The payload's samples as a chunk, or None when it holds none."""
+        if is_wav(payload.data):
+            try:
+                pcm, rate = decode_wav(payload.data)
+            except WavError as exc:
+                raise DialogueError(f"vLLM-Omni sent an unreadable WAV audio chunk: {exc}") from None
+        else:
+            raw = self._carry + payload.data
+            even = len(raw) - len(raw) % 2
+            self._carry = raw[even:]
+            pcm = np.frombuffer(raw[:even], "<i2").astype(np.float32) / 32768.0
+            rate = payload.rate or self.default_rate
+        if not len(pcm):
+            return None
+        chunk = AudioChunk(pcm, rate, pts=self._seconds)
+        self._seconds += chunk.duration
+        return chunk
+
+
+# ---------------------------------------------------------------- errors
+
+
+def error_message(body: bytes, reason: str = "") -> str:
+    """The human-readable message in an error response body (vLLM, OpenAI, FastAPI or plain text)."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        return _clip(text, 300) or reason or "no details"
+    if isinstance(parsed, dict):
+        found = _error_text(parsed)
+        if found is None and "detail" in parsed:
+            found = _detail_text(parsed["detail"])
+        if found:
+            return found
+    return _clip(text, 300) or reason or "no details"
+
+
+def _error_text(obj: dict[str, Any]) -> str | None:
+    """The message of an error object: {"error": {...}}, {"error": "..."} or {"object": "error", ...}."""
+    error = obj.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or json.dumps(error))
+    if isinstance(error, str) and error:
+        return error
+    if obj.get("object") == "error":
+        return str(obj.get("message") or obj.get("type") or "unknown error")
+    return None
+
+
+def _detail_text(detail: Any) -> str:
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", []))
+                parts.append(f"{where}: {item.get('msg', item)}" if where else str(item.get("msg", item)))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def _stated_rate(choice: dict[str, Any], chunk: dict[str, Any]) -> int | None:
+    for meta in (choice.get("audio_metadata"), chunk.get("audio_metadata"), chunk):
+        if isinstance(meta, dict):
+            for key in ("sample_rate_hz", "sample_rate"):
+                value = meta.get(key)
+                if isinstance(value, (int, float)) and value > 0:
+                    return int(value)
+    return None
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise DialogueError(f"vLLM-Omni sent audio that is not valid base64: {_clip(text)}") from None
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
