@@ -168,5 +168,5 @@ class DuetRenderer:
             return None, None
         pcm = np.concatenate(heard)
         record.samples = len(pcm)
-        speaker.dialogue.record_played(record.text)
+        speaker.dialogue.record_played(record.text, turn)
         return record, AudioChunk(pcm, speaker.avatar.audio_rate)

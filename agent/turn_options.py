@@ -2,7 +2,7 @@
 
 Defaults follow the best frameworks (see docs/conversation-anchors.md): speech must last 0.2 s to
 open a user turn (pipecat `start_secs`), 0.6 s of silence ends it (pipecat's speech timeout, within
-livekit's 0.5–3.0 s endpointing window), and barge-in pauses the avatar after 0.25 s of user speech,
+livekit's 0.5–3.0 s endpointing window), and barge-in pauses the avatar after 0.2 s of user speech,
 resuming if no real turn follows within 2.0 s (livekit `false_interruption_timeout`). LiveKit waits
 0.5 s before pausing; we pause sooner because a pause is undone by resuming, and users of avatar
 frameworks complain most about avatars that keep talking over them.
@@ -27,7 +27,7 @@ class TurnOptions(BaseModel):
     """Seconds of silence after speech that end the user's turn."""
     interruptions: bool = True
     """Whether the user may barge in while the avatar speaks."""
-    interruption_min_speech_s: Annotated[float, Field(ge=0.0, le=3.0)] = 0.25
+    interruption_min_speech_s: Annotated[float, Field(ge=0.0, le=3.0)] = 0.2
     """Seconds of user speech over the avatar before the avatar pauses."""
     false_interruption_timeout_s: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
     """After a pause: seconds to wait for a real user turn before the avatar resumes where it stopped."""

@@ -73,7 +73,9 @@ class ResumeAgent(TurnEvent):
 
 @dataclass(frozen=True)
 class InterruptAgent(TurnEvent):
-    """Cancel the avatar's reply for good."""
+    """Cancel the avatar's reply for good; `onset` is the user speech that caused it, when there was one."""
+
+    onset: float | None = None
 
 
 PREEMPT_SILENCE_S = 0.2  # silence after which a reply may be prepared before the turn is over
@@ -165,7 +167,7 @@ class TurnTaker:
                 self.floor = Floor.PAUSED
                 return [PauseAgent(t, self._onset), UserTurnStarted(t, self._onset)]
             self.floor = Floor.USER
-            return [InterruptAgent(t), UserTurnStarted(t, self._onset)]
+            return [InterruptAgent(t, self._onset), UserTurnStarted(t, self._onset)]
         if self._speech_run < o.speech_start_s:
             return []
         self._in_turn = True

@@ -24,7 +24,14 @@ class TextDelta:
     text: str
 
 
-ReplyEvent = TextDelta | AudioChunk
+@dataclass(frozen=True)
+class Transcript:
+    """What the backend understood the user to say (backends with their own speech recognition)."""
+
+    text: str
+
+
+ReplyEvent = TextDelta | AudioChunk | Transcript
 
 
 class DialogueError(RuntimeError):
@@ -42,8 +49,12 @@ class DialogueBackend(abc.ABC):
     def reply(self, turn: UserTurn) -> AsyncIterator[ReplyEvent]:
         """Stream the reply to `turn`: `TextDelta`s and speech `AudioChunk`s in playback order."""
 
-    def record_played(self, text: str) -> None:
-        """Replace the last reply in the history with the part the listener actually heard."""
+    def record_played(self, text: str, turn: UserTurn | None = None) -> None:
+        """Make the reply to `turn` (the same object given to `reply`; default: the last one) in the history
+        exactly the part the listener heard."""
+
+    def discard_turn(self, turn: UserTurn) -> None:
+        """Forget `turn` and its reply, if they were recorded: it was prepared early and the user went on."""
 
     async def aclose(self) -> None:
         """Release resources; the default has none."""

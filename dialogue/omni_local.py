@@ -192,9 +192,15 @@ class OmniLocalBackend(DialogueBackend):
         finally:
             stop.set()
 
-    def record_played(self, text: str) -> None:
-        """Replace the last reply in the history with the part the listener actually heard."""
-        self._history.record_played(text)
+    def record_played(self, text: str, turn: UserTurn | None = None) -> None:
+        """Make the reply to `turn` (default: the last one) in the history exactly the part that was heard."""
+        self._history.record_played(text, turn)
+
+    def discard_turn(self, turn: UserTurn) -> None:
+        """Forget `turn` and its reply: it was answered early and the user went on speaking."""
+        exchange = self._history.find(turn)
+        if exchange is not None:
+            self._history.forget(exchange)
 
     async def aclose(self) -> None:
         """Let the worker finish its current step and release it (the model is freed with the backend)."""

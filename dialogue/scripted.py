@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dialogue.base import DialogueBackend, ReplyEvent, TextDelta, UserTurn
 from dialogue.registry import DialogueSetup
 from dialogue.speech.piper_tts import PiperTTS
+from dialogue.speech.sentences import split_sentences
 from dialogue.speech.voice import VoiceOptions
 
 
@@ -29,8 +30,13 @@ class ScriptedDialogue(DialogueBackend):
     def __init__(self, options: Options, tts: PiperTTS) -> None:
         self.options = options
         self.tts = tts
-        self.history: list[tuple[str, str]] = []  # (role, text): "user" / "assistant"
+        self._entries: list[tuple[UserTurn | None, str, str]] = []  # (turn answered, role, text)
         self._next = 0
+
+    @property
+    def history(self) -> list[tuple[str, str]]:
+        """(role, text) pairs: "user" / "assistant", oldest first."""
+        return [(role, text) for _, role, text in self._entries]
 
     @property
     def exhausted(self) -> bool:
@@ -38,22 +44,33 @@ class ScriptedDialogue(DialogueBackend):
         return self._next >= len(self.options.lines) and not self.options.repeat
 
     async def reply(self, turn: UserTurn) -> AsyncIterator[ReplyEvent]:
-        """The next line: its text first, then its speech sentence by sentence (nothing when exhausted)."""
+        """The next line: each sentence's text, then its speech (nothing when the script is spent)."""
         if turn.text:
-            self.history.append(("user", turn.text))
+            self._entries.append((turn, "user", turn.text))
         if self.exhausted:
             return
         line = self.options.lines[self._next % len(self.options.lines)]
         self._next += 1
-        self.history.append(("assistant", line))
-        yield TextDelta(line)
-        async for chunk in self.tts.stream(line):
-            yield chunk
+        self._entries.append((turn, "assistant", line))
+        for i, sentence in enumerate(split_sentences(line)):
+            yield TextDelta(sentence if i == 0 else " " + sentence)  # each sentence's text just before its speech
+            async for chunk in self.tts.stream(sentence):
+                yield chunk
 
-    def record_played(self, text: str) -> None:
-        """Keep only what was heard of the last line."""
-        if self.history and self.history[-1][0] == "assistant":
-            self.history[-1] = ("assistant", text)
+    def record_played(self, text: str, turn: UserTurn | None = None) -> None:
+        """Keep only what was heard of the line that answered `turn` (default: the last line)."""
+        for i in range(len(self._entries) - 1, -1, -1):
+            owner, role, _ = self._entries[i]
+            if role == "assistant" and (turn is None or owner is turn):
+                self._entries[i] = (owner, role, text)
+                return
+
+    def discard_turn(self, turn: UserTurn) -> None:
+        """Take back the line said to `turn`: the script goes back one line if it was the latest."""
+        lines = [e for e in self._entries if e[1] == "assistant"]
+        if lines and lines[-1][0] is turn:
+            self._next -= 1  # the line will be said on the next turn instead
+        self._entries = [e for e in self._entries if e[0] is not turn]
 
 
 def create(options: Options, setup: DialogueSetup) -> ScriptedDialogue:

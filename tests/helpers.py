@@ -15,7 +15,7 @@ def luma(image: np.ndarray) -> np.ndarray:
     return image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114
 
 
-def dark_pixels(image: np.ndarray, box: tuple[int, int, int, int], threshold: float = 50.0) -> int:
+def dark_pixels(image: np.ndarray, box: tuple[int, int, int, int], threshold: float = 40.0) -> int:
     """Pixels darker than `threshold` inside box (x0, y0, x1, y1): the open mouth's cavity shows up here."""
     x0, y0, x1, y1 = box
     return int((luma(image[y0:y1, x0:x1]) < threshold).sum())

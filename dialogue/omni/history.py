@@ -23,6 +23,7 @@ class Exchange:
     user_audio: np.ndarray | None
     user_text: str | None
     reply_text: str = ""
+    turn: UserTurn | None = None  # the object the exchange was begun with (looked up by identity)
 
 
 class OmniHistory:
@@ -48,7 +49,7 @@ class OmniHistory:
         text = turn.text.strip() if turn.text and turn.text.strip() else None
         if audio is None and text is None:
             raise ValueError("a user turn needs audio or text")
-        exchange = Exchange(audio, text)
+        exchange = Exchange(audio, text, turn=turn)
         self._exchanges.append(exchange)
         del self._exchanges[: -self.max_exchanges]
         return exchange
@@ -57,7 +58,12 @@ class OmniHistory:
         """Remove `exchange` (a failed reply that said nothing), if it is still remembered."""
         self._exchanges = [e for e in self._exchanges if e is not exchange]
 
-    def record_played(self, text: str) -> None:
-        """Make the newest exchange's reply exactly `text`, the part the listener heard."""
-        if self._exchanges:
-            self._exchanges[-1].reply_text = text
+    def find(self, turn: UserTurn) -> Exchange | None:
+        """The exchange begun with this very turn object, if still remembered."""
+        return next((e for e in self._exchanges if e.turn is turn), None)
+
+    def record_played(self, text: str, turn: UserTurn | None = None) -> None:
+        """Make the reply to `turn` (default: the newest exchange) exactly `text`, the part the listener heard."""
+        exchange = self.find(turn) if turn is not None else (self._exchanges[-1] if self._exchanges else None)
+        if exchange is not None:
+            exchange.reply_text = text

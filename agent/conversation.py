@@ -1,0 +1,352 @@
+"""A live conversation between a person and one agent: listen, take turns, answer, yield the floor.
+
+Two named tasks do the work, as in LiveKit's avatar runner: `_listen` feeds the microphone through
+the VAD into the TurnTaker and acts on its events; `_present` pulls the avatar's frames at real
+time and writes them to every sink. Each reply is a generation (see agent.replies.Reply): an
+interrupt cancels its dialogue stream, clears the avatar, flushes every sink, and from then on any
+frame still stamped with it is silenced before it reaches a sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from agent.agents import Agent
+from agent.clock import Clock
+from agent.metrics import MetricsLog, TurnMetrics
+from agent.replies import Reply
+from agent.turn_options import TurnOptions
+from agent.turns import (InterruptAgent, PauseAgent, ResumeAgent, TurnEvent, TurnTaker, UserPaused, UserResumed,
+                         UserTurnEnded, UserTurnStarted)  # fmt: skip
+from devices.sink import FrameSink
+from devices.sources import AudioSource
+from devices.vad import SAMPLE_RATE, WINDOW, SileroVAD
+from dialogue.base import ReplyEvent, TextDelta, Transcript, UserTurn
+from media import AudioChunk, AVFrame, StreamResampler
+
+PRE_ROLL_S = 0.3  # audio kept before the VAD's onset (it detects speech a little late)
+POST_ROLL_S = 0.15  # and after the last speech window
+HISTORY_S = 120.0  # microphone audio kept for turn extraction (longer turns are cut to this)
+DEAD_GENERATIONS_KEPT = 64
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+class _MicHistory:
+    """The last HISTORY_S seconds of 16 kHz microphone audio, addressable by absolute sample index."""
+
+    def __init__(self) -> None:
+        self._ring = np.zeros(int(HISTORY_S * SAMPLE_RATE), np.float32)
+        self.written = 0
+
+    def write(self, pcm: np.ndarray) -> None:
+        n = len(self._ring)
+        for start in range(0, len(pcm), n):
+            part = pcm[start : start + n]
+            at = (self.written) % n
+            first = min(len(part), n - at)
+            self._ring[at : at + first] = part[:first]
+            self._ring[: len(part) - first] = part[first:]
+            self.written += len(part)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        start = max(start, self.written - len(self._ring), 0)
+        stop = min(stop, self.written)
+        if stop <= start:
+            return np.zeros(0, np.float32)
+        idx = np.arange(start, stop) % len(self._ring)
+        return self._ring[idx].copy()
+
+
+class Conversation:
+    """A person (through `source` and `sinks`) talking with `agent`, until cancelled or `run(until)`."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        source: AudioSource,
+        sinks: list[FrameSink],
+        clock: Clock,
+        options: TurnOptions | None = None,
+        metrics: MetricsLog | None = None,
+        on_event: EventCallback | None = None,
+        preempt: bool = True,
+        vad: SileroVAD | None = None,
+    ) -> None:
+        self.agent = agent
+        self.source = source
+        self.sinks = sinks
+        self.clock = clock
+        self.options = options or agent.persona.turn_taking
+        self.metrics = metrics or MetricsLog()
+        self.on_event = on_event or (lambda event: None)
+        self.preempt = preempt
+        self.taker = TurnTaker(self.options, can_pause=agent.avatar.can_pause)
+        self._vad = vad or SileroVAD()
+        self._mic = _MicHistory()
+        self._resampler: StreamResampler | None = None
+        self._source_t0: float | None = None
+        self._generation = 0
+        self._turns = 0
+        self._prepared: tuple[Reply, tuple[float, float]] | None = None
+        self._current: Reply | None = None  # released: playing or about to
+        self._deciding: set[asyncio.Task] = set()
+        self._dead: deque[int] = deque(maxlen=DEAD_GENERATIONS_KEPT)
+        self._played: dict[int, int] = {}
+        self._open_metrics: dict[int, tuple[Reply, TurnMetrics]] = {}
+        self._voiced = False
+        self._holding = False  # the avatar is paused: a frame planned just before the pause is silenced too
+        self._last_generation: int | None = None
+        self.frames_presented = 0
+        self.samples_presented = 0
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def run(self, until: float | None = None) -> None:
+        """Listen and present until clock time `until` (None: until cancelled or the source ends)."""
+        listen = asyncio.create_task(self._listen(), name="conversation-listen")
+        present = asyncio.create_task(self._present(), name="conversation-present")
+        tasks = {listen, present}
+        try:
+            if until is None:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                timer = asyncio.create_task(self.clock.sleep_until(until), name="conversation-until")
+                done, _ = await asyncio.wait(tasks | {timer}, return_when=asyncio.FIRST_COMPLETED)
+                timer.cancel()
+            for task in done & tasks:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            await self._teardown(tasks)
+
+    async def _teardown(self, tasks: set[asyncio.Task]) -> None:
+        """Symmetric shutdown: replies first (their streams close), then the two tasks."""
+        for task in list(self._deciding):
+            task.cancel()
+        replies = [r for r in (self._current, self._prepared[0] if self._prepared else None) if r is not None]
+        for reply in replies:
+            await reply.cancel()
+        for task in tasks | self._deciding:
+            task.cancel()
+        for task in tasks | self._deciding:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for reply, metrics in list(self._open_metrics.values()):
+            self._finish_metrics(reply, metrics)
+
+    # ------------------------------------------------------------------------------ listening
+
+    async def _listen(self) -> None:
+        async for chunk in self.source.chunks():
+            if self._source_t0 is None:
+                self._source_t0 = chunk.pts
+            pcm = self._to_16k(chunk)
+            self._mic.write(pcm)
+            for window in self._vad.feed(pcm):
+                end = self._source_t0 + window.end_s
+                for event in self.taker.vad(end - WINDOW / SAMPLE_RATE, end, window.probability):
+                    await self._on_turn_event(event)
+
+    def _to_16k(self, chunk: AudioChunk) -> np.ndarray:
+        if chunk.rate == SAMPLE_RATE:
+            return chunk.pcm
+        if self._resampler is None or self._resampler.rate_in != chunk.rate:
+            self._resampler = StreamResampler(chunk.rate, SAMPLE_RATE)
+        return self._resampler.process(chunk.pcm)
+
+    def _turn_audio(self, onset: float, speech_end: float) -> AudioChunk:
+        t0 = self._source_t0 or 0.0
+        start = int((onset - PRE_ROLL_S - t0) * SAMPLE_RATE)
+        stop = int((speech_end + POST_ROLL_S - t0) * SAMPLE_RATE)
+        return AudioChunk(self._mic.read(start, stop), SAMPLE_RATE, pts=max(onset - PRE_ROLL_S, t0))
+
+    async def _on_turn_event(self, event: TurnEvent) -> None:
+        if isinstance(event, UserTurnStarted):
+            self._emit(type="state", state="user_speaking")
+        elif isinstance(event, UserPaused):
+            if self.preempt:
+                await self._drop_prepared()
+                reply = self._new_reply(UserTurn(audio=self._turn_audio(event.onset, event.speech_end)))
+                self._prepared = (reply, (event.onset, event.speech_end))
+        elif isinstance(event, UserResumed):
+            await self._drop_prepared()
+        elif isinstance(event, UserTurnEnded):
+            await self._on_turn_ended(event)
+        elif isinstance(event, PauseAgent):
+            self._holding = True
+            self.agent.avatar.pause()
+            await self._flush_sinks()
+            self._note_barge_in(event.onset)
+            self._emit(type="state", state="paused")
+        elif isinstance(event, ResumeAgent):
+            self._holding = False
+            self.agent.avatar.resume()
+            if self._current is not None and self._current.generation in self._open_metrics:
+                self._open_metrics[self._current.generation][1].resumed = True
+            self._emit(type="state", state="speaking")
+        elif isinstance(event, InterruptAgent):
+            if event.onset is not None:
+                await self._flush_sinks()
+                self._note_barge_in(event.onset)
+            await self._interrupt_current()
+
+    async def _on_turn_ended(self, event: UserTurnEnded) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[1] == (event.onset, event.speech_end):
+            reply, early = prepared[0], True
+        else:
+            if prepared is not None:
+                await self._discard(prepared[0])
+            reply, early = self._new_reply(UserTurn(audio=self._turn_audio(event.onset, event.speech_end))), False
+        self._turns += 1
+        metrics = TurnMetrics(self._turns, reply.generation, event.onset, event.speech_end, event.t, prepared_early=early)
+        self._open_metrics[reply.generation] = (reply, metrics)
+        self._emit(type="state", state="thinking")
+        if event.over_agent:
+            task = asyncio.create_task(self._decide(reply), name=f"decide-{reply.generation}")
+            self._deciding.add(task)
+            task.add_done_callback(self._deciding.discard)
+        else:
+            await self._go(reply)
+
+    async def _decide(self, reply: Reply) -> None:
+        """Pause-then-decide: words in the new reply make the barge-in real; none resume the old reply."""
+        if await reply.wait_decided():
+            for event in self.taker.commit_turn(self.clock.now()):
+                await self._on_turn_event(event)
+            await self._go(reply)
+        else:
+            await self._discard(reply)
+            self._open_metrics.pop(reply.generation, None)
+            for event in self.taker.reject_turn(self.clock.now()):
+                await self._on_turn_event(event)
+
+    async def _go(self, reply: Reply) -> None:
+        """Make `reply` the one the avatar speaks; whatever it was speaking is interrupted."""
+        if self._current is not None and self._current is not reply:
+            await self._interrupt_current()
+        if self.agent.avatar.can_pause:
+            self.agent.avatar.resume()
+        self._holding = False
+        self._current = reply
+        reply.release()
+        if reply.text:
+            self._emit(type="transcript", role="agent", text=reply.text, generation=reply.generation)
+
+    async def _interrupt_current(self) -> None:
+        reply, self._current = self._current, None
+        if reply is None:
+            return
+        self._dead.append(reply.generation)
+        await reply.cancel()
+        self.agent.avatar.clear()
+        if self.agent.avatar.can_pause:
+            self.agent.avatar.resume()
+        await self._flush_sinks()
+        heard = reply.heard_text(self._played.get(reply.generation, 0))
+        self.agent.dialogue.record_played(heard, reply.turn)
+        if reply.generation in self._open_metrics:
+            _, metrics = self._open_metrics[reply.generation]
+            metrics.interrupted = True
+            self._finish_metrics(reply, metrics, heard)
+        self._emit(type="interrupted", generation=reply.generation, heard=heard)
+
+    def _new_reply(self, turn: UserTurn) -> Reply:
+        self._generation += 1
+        return Reply(self._generation, turn, self.agent.dialogue, self.agent.avatar, self.clock.now, self._on_reply_event).start()
+
+    async def _drop_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            await self._discard(prepared[0])
+
+    async def _discard(self, reply: Reply) -> None:
+        """Cancel a reply that never reached the avatar, and take it back out of the history."""
+        await reply.cancel()
+        self._dead.append(reply.generation)
+        self.agent.dialogue.discard_turn(reply.turn)
+
+    def _on_reply_event(self, event: ReplyEvent, reply: Reply) -> None:
+        if isinstance(event, Transcript):
+            self._emit(type="transcript", role="user", text=event.text, generation=reply.generation)
+        elif isinstance(event, TextDelta) and reply.released:
+            self._emit(type="transcript", role="agent", text=event.text, generation=reply.generation, delta=True)
+
+    # ------------------------------------------------------------------------------ presenting
+
+    async def _present(self) -> None:
+        fps = self.agent.avatar.fps
+        start = self.clock.now()
+        async for frame in self.agent.avatar.frames():
+            await self.clock.sleep_until(start + frame.index / fps)
+            if frame.generation is not None and (self._holding or frame.generation in self._dead):
+                frame = replace(frame, audio=np.zeros_like(frame.audio), generation=None)
+            for sink in self.sinks:
+                await sink.write(frame)
+            self.frames_presented += 1
+            self.samples_presented += len(frame.audio)
+            await self._after_present(frame)
+
+    async def _after_present(self, frame: AVFrame) -> None:
+        now = self.clock.now()
+        g = frame.generation
+        if g is not None:
+            self._played[g] = self._played.get(g, 0) + len(frame.audio)
+            if g in self._open_metrics:
+                reply, metrics = self._open_metrics[g]
+                if metrics.first_voiced_frame is None and frame.audio.any():
+                    metrics.first_voiced_frame = now
+                    metrics.response_latency_s = now - metrics.user_speech_end
+                    self._emit(type="state", state="speaking")
+        if self._last_generation is not None and g != self._last_generation and not self._holding:
+            ended = self._open_metrics.get(self._last_generation)
+            if ended is not None and ended[0].finished.is_set():
+                self._finish_metrics(ended[0], ended[1])
+                if self._current is ended[0]:
+                    self._current = None
+                self._emit(type="state", state="listening")
+        self._last_generation = g
+        voiced = g is not None
+        if voiced != self._voiced:
+            self._voiced = voiced
+            for event in self.taker.agent_speaking(now, voiced):
+                await self._on_turn_event(event)
+
+    async def _flush_sinks(self) -> None:
+        for sink in self.sinks:
+            await sink.flush()
+
+    # ------------------------------------------------------------------------------ bookkeeping
+
+    def _note_barge_in(self, onset: float) -> None:
+        if self._current is not None and self._current.generation in self._open_metrics:
+            metrics = self._open_metrics[self._current.generation][1]
+            if metrics.barge_in_latency_s is None and metrics.first_voiced_frame is not None:
+                metrics.barge_in_latency_s = self.clock.now() - onset
+
+    def _finish_metrics(self, reply: Reply, metrics: TurnMetrics, heard: str | None = None) -> None:
+        self._open_metrics.pop(reply.generation, None)
+        self._played.pop(reply.generation, None)
+        t = reply.times
+        metrics.transcript = reply.transcript
+        metrics.reply_text = reply.text
+        metrics.heard_text = reply.text if heard is None else heard
+        metrics.error = reply.error
+        metrics.asr_s = None if t.transcript is None else t.transcript - metrics.turn_end
+        metrics.llm_first_text_s = None if t.first_text is None else t.first_text - metrics.turn_end
+        metrics.tts_first_audio_s = None if t.first_audio is None else t.first_audio - metrics.turn_end
+        self.metrics.add(metrics)
+        if reply.error:
+            self._emit(type="error", message=reply.error)
+        self._emit(type="metrics", **metrics.as_dict())
+
+    def _emit(self, **event: Any) -> None:
+        self.on_event(event)

@@ -1,0 +1,62 @@
+"""A sink that plays nothing and remembers everything: what arrived when, and when it was flushed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from devices.sink import FrameSink
+from media import AVFrame
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One frame as the sink saw it."""
+
+    t: float  # clock time it arrived (it plays from then for one frame period)
+    index: int
+    generation: int | None
+    rms: float
+
+
+@dataclass
+class RecordingSink(FrameSink):
+    """Records arrivals and flushes on `now()`'s clock; keeps the last `keep` arrivals (bounded)."""
+
+    now: Callable[[], float]
+    keep: int = 100_000
+    arrivals: list[Arrival] = field(default_factory=list)
+    flushes: list[float] = field(default_factory=list)
+    frames: int = 0
+    samples: int = 0
+
+    async def write(self, frame: AVFrame) -> None:
+        """Remember the frame (its audio level, not its pixels)."""
+        rms = float(np.sqrt(np.mean(np.square(frame.audio, dtype=np.float64)))) if len(frame.audio) else 0.0
+        self.arrivals.append(Arrival(self.now(), frame.index, frame.generation, rms))
+        if len(self.arrivals) > self.keep:
+            del self.arrivals[: len(self.arrivals) - self.keep]
+        self.frames += 1
+        self.samples += len(frame.audio)
+
+    async def flush(self) -> None:
+        """Note the flush time: playback of anything buffered stops here."""
+        self.flushes.append(self.now())
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    def generation_frames(self, generation: int) -> list[Arrival]:
+        """Arrivals that carried `generation`."""
+        return [a for a in self.arrivals if a.generation == generation]
+
+    def audio_stopped(self, generation: int, after: float, frame_s: float) -> float | None:
+        """When `generation`'s audio stopped playing after clock time `after` (a flush cuts playback short)."""
+        voiced = [a for a in self.arrivals if a.generation == generation and a.rms > 0]
+        if not voiced:
+            return None
+        end = voiced[-1].t + frame_s
+        cuts = [f for f in self.flushes if f >= after]
+        return min([end] + cuts) if cuts else end

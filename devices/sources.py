@@ -1,0 +1,89 @@
+"""Audio sources for headless runs: WAV files and scripted speech, delivered at the pace of a clock."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import soundfile
+
+from media import AudioChunk, resample
+
+CHUNK_S = 0.02  # 20 ms, like a sound card's buffer
+
+
+class Pacer(Protocol):
+    """Anything with a media-time `now()` and `sleep_until()` (agent.clock.Clock)."""
+
+    def now(self) -> float: ...
+
+    async def sleep_until(self, t: float) -> None: ...
+
+
+class AudioSource(abc.ABC):
+    """Yields mono AudioChunks stamped with the clock time of their first sample."""
+
+    rate: int
+
+    @abc.abstractmethod
+    def chunks(self) -> AsyncIterator[AudioChunk]:
+        """The stream; ends when the source does."""
+
+    async def aclose(self) -> None:
+        """Release the device."""
+
+
+def read_wav(path: Path | str, rate: int = 16000) -> np.ndarray:
+    """A sound file as float32 mono at `rate` (stereo is averaged); errors name the file."""
+    try:
+        pcm, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as exc:
+        raise ValueError(f"cannot read {path} as audio: {exc}") from None
+    return resample(pcm.mean(axis=1), file_rate, rate)
+
+
+class ScriptedSpeech(AudioSource):
+    """Utterances placed at given times over silence, delivered in real time on `clock`.
+
+    After the last utterance the source keeps delivering silence until `end_s` (None: forever), so
+    turn endings are heard as they would be from a microphone.
+    """
+
+    def __init__(self, clock: Pacer, utterances: list[tuple[float, np.ndarray]], rate: int = 16000, end_s: float | None = None) -> None:
+        self.clock = clock
+        self.rate = rate
+        self.end_s = end_s
+        self._utterances = sorted(utterances, key=lambda u: u[0])
+        self._n = int(round(CHUNK_S * rate))
+        self.started_at: float | None = None  # clock time of the first sample (utterance times count from here)
+
+    def samples(self, start: int, count: int) -> np.ndarray:
+        """The signal between sample `start` and `start + count`."""
+        out = np.zeros(count, np.float32)
+        for at_s, pcm in self._utterances:
+            a = int(round(at_s * self.rate))
+            lo, hi = max(start, a), min(start + count, a + len(pcm))
+            if lo < hi:
+                out[lo - start : hi - start] += pcm[lo - a : hi - a]
+        return out
+
+    async def chunks(self) -> AsyncIterator[AudioChunk]:
+        """20 ms chunks, each delivered once the clock has reached its end (as a microphone would)."""
+        start = self.started_at = self.clock.now()
+        k = 0
+        while self.end_s is None or k * self._n < self.end_s * self.rate:
+            t = start + k * self._n / self.rate
+            await self.clock.sleep_until(t + self._n / self.rate)
+            yield AudioChunk(self.samples(k * self._n, self._n), self.rate, pts=t)
+            k += 1
+
+
+class WavFileSource(ScriptedSpeech):
+    """A WAV file played as if it were the microphone, starting `delay_s` after the run begins."""
+
+    def __init__(self, clock: Pacer, path: Path | str, delay_s: float = 0.5, tail_s: float | None = 5.0, rate: int = 16000) -> None:
+        pcm = read_wav(path, rate)
+        super().__init__(clock, [(delay_s, pcm)], rate, None if tail_s is None else delay_s + len(pcm) / rate + tail_s)

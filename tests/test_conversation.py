@@ -1,0 +1,114 @@
+"""A live conversation end to end on the real embedded parts: VAD, TurnTaker, scripted dialogue, portrait avatar.
+
+The user is Piper speech placed on a timeline and delivered in real time; the sink records what
+arrived when. Nothing stamped with an interrupted generation may reach the sink after the interrupt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.agents import build_agent
+from agent.clock import Clock
+from agent.config import load_persona
+from agent.conversation import Conversation
+from agent.metrics import MetricsLog
+from devices.recording import RecordingSink
+from devices.sources import ScriptedSpeech
+from dialogue.scripted import Options as ScriptOptions
+from dialogue.scripted import ScriptedDialogue
+from dialogue.speech.piper_tts import PiperTTS
+from dialogue.speech.voice import VoiceOptions
+from media import resample
+
+FRAME_S = 0.04
+LONG_LINE = ("Let me tell you a long story about the stars. It begins a very long time ago, in a galaxy that "
+             "nobody has ever visited, where the nights are bright and the days are short.")  # fmt: skip
+
+
+def user_says(text: str) -> np.ndarray:
+    """The user's voice: the bundled Piper voice shaped lower, at 16 kHz."""
+    tts = PiperTTS(VoiceOptions(pitch_semitones=-3, formant_shift=0.95))
+    chunks = list(tts.synthesize(text))
+    return resample(np.concatenate([c.pcm for c in chunks]), tts.rate, 16000)
+
+
+def speech_span(pcm: np.ndarray) -> tuple[float, float]:
+    """Where the voice really starts and ends in an utterance (10 ms frames above -34 dBFS), in seconds."""
+    frames = pcm[: len(pcm) // 160 * 160].reshape(-1, 160)
+    loud = np.nonzero(np.sqrt(np.mean(frames**2, axis=1)) > 0.02)[0]
+    return loud[0] * 0.01, (loud[-1] + 1) * 0.01
+
+
+@pytest.fixture(scope="module")
+def hello() -> np.ndarray:
+    return user_says("Hello there, how are you today?")
+
+
+@pytest.fixture(scope="module")
+def stop_please() -> np.ndarray:
+    return user_says("Wait, stop, tell me something else.")
+
+
+def setup(examples: Path, lines: list[str], utterances: list[tuple[float, np.ndarray]]):  # noqa: ANN201
+    persona = load_persona(examples / "nova.yaml")
+    agent = build_agent(persona, (128, 128), 25.0, 24000, underrun="silence")
+    agent.dialogue = ScriptedDialogue(ScriptOptions(lines=lines), agent.dialogue.tts)  # type: ignore[attr-defined]
+    clock = Clock()
+    sink = RecordingSink(clock.now)
+    events: list[dict] = []
+    conversation = Conversation(agent, ScriptedSpeech(clock, utterances), [sink], clock, metrics=MetricsLog(), on_event=events.append)
+    return agent, clock, sink, conversation, events
+
+
+def test_one_spoken_turn_gets_a_spoken_answer(examples: Path, hello: np.ndarray) -> None:
+    agent, clock, sink, conversation, events = setup(examples, ["Hi! I am doing fine, thank you."], [(0.5, hello)])
+    asyncio.run(conversation.run(until=0.5 + len(hello) / 16000 + 4.0))
+    [turn] = conversation.metrics.turns
+    onset, end = speech_span(hello)
+    t0 = conversation.source.started_at
+    assert turn.user_onset - t0 == pytest.approx(0.5 + onset, abs=0.05)
+    assert turn.user_speech_end - t0 == pytest.approx(0.5 + end, abs=0.15)
+    assert turn.turn_end - turn.user_speech_end == pytest.approx(0.6, abs=0.05)
+    assert not turn.interrupted and turn.heard_text == "Hi! I am doing fine, thank you."
+    assert 0 < turn.response_latency_s < 1.5  # the benchmark measures it properly; here: it answered promptly
+    voiced = [a for a in sink.generation_frames(turn.generation) if a.rms > 0.01]
+    assert len(voiced) > 25 and voiced[0].t >= turn.user_speech_end
+    assert agent.dialogue.history == [("assistant", "Hi! I am doing fine, thank you.")]  # type: ignore[attr-defined]
+    assert {"user_speaking", "thinking", "speaking", "listening"} <= {e["state"] for e in events if e["type"] == "state"}
+    assert all(len(a) for a in [sink.arrivals]) and sink.samples == sink.frames * 960
+
+
+def test_barge_in_stops_the_avatar_and_nothing_of_it_reaches_the_sink_again(examples: Path, hello, stop_please) -> None:
+    barge_at = 0.5 + len(hello) / 16000 + 3.0  # the avatar is well into its long answer by then
+    agent, clock, sink, conversation, events = setup(examples, [LONG_LINE, "Sure. Something else, then."], [(0.5, hello), (barge_at, stop_please)])
+    asyncio.run(conversation.run(until=barge_at + len(stop_please) / 16000 + 5.0))
+    first, second = conversation.metrics.turns
+    assert first.interrupted and not second.interrupted
+    assert 0 < first.barge_in_latency_s < 0.6
+    cut = min(f for f in sink.flushes if f >= barge_at)
+    assert cut - barge_at < 0.6
+    late = [a for a in sink.arrivals if a.generation == first.generation and a.t > cut]
+    assert late == [], "frames of the interrupted reply reached the sink after the interrupt"
+    assert [a for a in sink.generation_frames(second.generation) if a.rms > 0.01], "the new reply was not spoken"
+    assert 0 < len(first.heard_text) < len(LONG_LINE) and LONG_LINE.startswith(first.heard_text)
+    history = agent.dialogue.history  # type: ignore[attr-defined]
+    assert history == [("assistant", first.heard_text), ("assistant", "Sure. Something else, then.")]
+    assert any(e["type"] == "interrupted" and e["generation"] == first.generation for e in events)
+
+
+def test_a_false_interruption_resumes_the_reply_where_it_paused(examples: Path, hello, stop_please) -> None:
+    barge_at = 0.5 + len(hello) / 16000 + 3.0
+    # One line only: the barge-in gets no answer (the script is spent), so the paused line resumes.
+    agent, clock, sink, conversation, events = setup(examples, [LONG_LINE], [(0.5, hello), (barge_at, stop_please)])
+    asyncio.run(conversation.run(until=barge_at + 14.0))
+    [turn] = conversation.metrics.turns
+    assert turn.resumed and not turn.interrupted and turn.heard_text == LONG_LINE
+    frames = sink.generation_frames(turn.generation)
+    paused = [a for a in sink.arrivals if barge_at + 0.4 < a.t < barge_at + len(stop_please) / 16000 and a.generation is None]
+    assert paused, "the avatar did not stop talking while the user spoke"
+    assert frames[-1].t > paused[-1].t, "the reply did not resume after the pause"
