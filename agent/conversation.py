@@ -79,6 +79,7 @@ class Conversation:
         on_event: EventCallback | None = None,
         preempt: bool = True,
         vad: SileroVAD | None = None,
+        camera: Callable[[], np.ndarray | None] | None = None,
     ) -> None:
         self.agent = agent
         self.source = source
@@ -88,6 +89,7 @@ class Conversation:
         self.metrics = metrics or MetricsLog()
         self.on_event = on_event or (lambda event: None)
         self.preempt = preempt
+        self.camera = camera or (lambda: None)
         self.taker = TurnTaker(self.options, can_pause=agent.avatar.can_pause)
         self._vad = vad or SileroVAD()
         self._mic = _MicHistory()
@@ -162,11 +164,13 @@ class Conversation:
             self._resampler = StreamResampler(chunk.rate, SAMPLE_RATE)
         return self._resampler.process(chunk.pcm)
 
-    def _turn_audio(self, onset: float, speech_end: float) -> AudioChunk:
+    def _user_turn(self, onset: float, speech_end: float) -> UserTurn:
+        """The user's speech from `onset` to `speech_end` (with a little margin) and the camera's view."""
         t0 = self._source_t0 or 0.0
         start = int((onset - PRE_ROLL_S - t0) * SAMPLE_RATE)
         stop = int((speech_end + POST_ROLL_S - t0) * SAMPLE_RATE)
-        return AudioChunk(self._mic.read(start, stop), SAMPLE_RATE, pts=max(onset - PRE_ROLL_S, t0))
+        audio = AudioChunk(self._mic.read(start, stop), SAMPLE_RATE, pts=max(onset - PRE_ROLL_S, t0))
+        return UserTurn(audio=audio, image=self.camera())
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         if isinstance(event, UserTurnStarted):
@@ -174,7 +178,7 @@ class Conversation:
         elif isinstance(event, UserPaused):
             if self.preempt:
                 await self._drop_prepared()
-                reply = self._new_reply(UserTurn(audio=self._turn_audio(event.onset, event.speech_end)))
+                reply = self._new_reply(self._user_turn(event.onset, event.speech_end))
                 self._prepared = (reply, (event.onset, event.speech_end))
         elif isinstance(event, UserResumed):
             await self._drop_prepared()
@@ -205,7 +209,7 @@ class Conversation:
         else:
             if prepared is not None:
                 await self._discard(prepared[0])
-            reply, early = self._new_reply(UserTurn(audio=self._turn_audio(event.onset, event.speech_end))), False
+            reply, early = self._new_reply(self._user_turn(event.onset, event.speech_end)), False
         self._turns += 1
         metrics = TurnMetrics(self._turns, reply.generation, event.onset, event.speech_end, event.t, prepared_early=early)
         self._open_metrics[reply.generation] = (reply, metrics)

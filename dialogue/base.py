@@ -6,15 +6,22 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from media import AudioChunk
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class UserTurn:
-    """What the other side said: its audio (any rate) and/or its text, when known."""
+    """What the other side said: its audio (any rate) and/or its text, when known, and what the camera saw.
+
+    Backends that take video use `image` (RGB uint8, the webcam's latest frame); the others ignore it.
+    Turns are compared by identity: `record_played` and `discard_turn` name the very object `reply` got.
+    """
 
     audio: AudioChunk | None = None
     text: str | None = None
+    image: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ class Exchange:
     user_audio: np.ndarray | None
     user_text: str | None
     reply_text: str = ""
+    user_image: np.ndarray | None = None  # the webcam frame at the turn (sent with the newest turn only)
     turn: UserTurn | None = None  # the object the exchange was begun with (looked up by identity)
 
 
@@ -47,9 +48,9 @@ class OmniHistory:
         if turn.audio is not None and len(turn.audio.pcm):
             audio = resample(turn.audio.pcm, turn.audio.rate, INPUT_RATE)
         text = turn.text.strip() if turn.text and turn.text.strip() else None
-        if audio is None and text is None:
+        if audio is None and text is None and turn.image is None:
             raise ValueError("a user turn needs audio or text")
-        exchange = Exchange(audio, text, turn=turn)
+        exchange = Exchange(audio, text, user_image=turn.image, turn=turn)
         self._exchanges.append(exchange)
         del self._exchanges[: -self.max_exchanges]
         return exchange

@@ -53,7 +53,10 @@ def chat_messages(history: OmniHistory, send_text_with_audio: bool = False) -> l
         {"role": "system", "content": [{"type": "text", "text": history.system_prompt}]}
     ]
     pending_user: list[dict[str, Any]] = []
-    for exchange in history.exchanges:
+    exchanges = history.exchanges
+    for exchange in exchanges:
+        if exchange.user_image is not None and exchange is exchanges[-1]:
+            pending_user.append({"type": "image_url", "image_url": {"url": jpeg_data_url(exchange.user_image)}})
         if exchange.user_audio is not None:
             wav = base64.b64encode(encode_wav(exchange.user_audio, INPUT_RATE)).decode("ascii")
             pending_user.append({"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}})
@@ -66,6 +69,16 @@ def chat_messages(history: OmniHistory, send_text_with_audio: bool = False) -> l
     if pending_user:
         messages.append({"role": "user", "content": pending_user})
     return messages
+
+
+def jpeg_data_url(image: np.ndarray, quality: int = 80) -> str:
+    """An RGB image as a data: URL holding a JPEG."""
+    import cv2
+
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
 
 
 def request_body(

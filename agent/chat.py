@@ -1,0 +1,81 @@
+"""`liveavatar chat`: one persona, live, through the browser page, local devices, or a WAV file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.agents import Agent, build_agent
+from agent.clock import Clock
+from agent.config import Persona
+from agent.conversation import Conversation
+from agent.metrics import MetricsLog
+from devices.browser.server import BrowserServer, BrowserSession
+from devices.sink import FrameSink
+from devices.sources import AudioSource
+
+Printer = Callable[[dict[str, Any]], None]
+
+
+def make_agent(persona: Persona, size: tuple[int, int] = (512, 512), fps: float = 25.0, audio_rate: int = 24000) -> Agent:
+    """The persona's agent for live use (frames pulled at real time; a slow reply pads with silence)."""
+    return build_agent(persona, size, fps, audio_rate, underrun="silence")
+
+
+async def serve_browser(agent: Agent, host: str, port: int, token: str | None, metrics: MetricsLog,
+                        on_event: Printer | None = None, ready: Callable[[BrowserServer], None] | None = None) -> None:  # fmt: skip
+    """Serve the page until cancelled; each connected page gets a fresh conversation with `agent`."""
+    clock = Clock()
+
+    async def run_session(session: BrowserSession) -> None:
+        agent.avatar.clear()
+        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def post(event: dict[str, Any]) -> None:
+            outbox.put_nowait(event)
+            if on_event is not None:
+                on_event(event)
+
+        async def send_events() -> None:
+            while True:
+                await session.send_event(await outbox.get())
+
+        sender = asyncio.create_task(send_events(), name="browser-events")
+        conversation = Conversation(agent, session, [session], clock, metrics=metrics, on_event=post, camera=lambda: session.camera)
+        try:
+            await conversation.run()
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    server = BrowserServer(run_session, clock.now, host, port, token,
+                           config={"fps": agent.avatar.fps, "audio_rate": agent.avatar.audio_rate, "size": list(agent.avatar.size), "name": agent.name})  # fmt: skip
+    await server.start()
+    if ready is not None:
+        ready(server)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.aclose()
+
+
+async def converse(agent: Agent, source: AudioSource, sinks: list[FrameSink], metrics: MetricsLog, clock: Clock,
+                   until: float | None = None, on_event: Printer | None = None) -> Conversation:  # fmt: skip
+    """Run one conversation with local or file devices until `until` (clock seconds) or the source ends."""
+    conversation = Conversation(agent, source, sinks, clock, metrics=metrics, on_event=on_event)
+    try:
+        await conversation.run(until)
+    finally:
+        for sink in sinks:
+            await sink.aclose()
+        await source.aclose()
+    return conversation
+
+
+def metrics_log(path: Path | None) -> MetricsLog:
+    """Where per-turn metrics go (JSON lines), if anywhere."""
+    return MetricsLog(path)
