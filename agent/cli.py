@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agent.config import ConfigError, load_any, load_duet
+from agent.config import ConfigError, load_any, load_duet, load_persona
 
 EXIT_CONFIG = 2
 
@@ -43,6 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     duet.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (default 0)")
     duet.set_defaults(run=_run_duet)
 
+    chat = sub.add_parser("chat", help="talk with one persona, live")
+    chat.add_argument("persona", type=Path, help="persona YAML")
+    where = chat.add_mutually_exclusive_group()
+    where.add_argument("--browser", action="store_true", help="serve a page with mic, camera and the avatar (recommended)")
+    where.add_argument("--wav", type=Path, help="use this WAV file as the microphone (headless)")
+    chat.add_argument("--host", default="127.0.0.1", help="address to serve the page on (default 127.0.0.1; others need --token)")
+    chat.add_argument("--port", type=int, default=8765, help="port for the page (default 8765)")
+    chat.add_argument("--token", default=None, help="secret the page must present (required off 127.0.0.1)")
+    chat.add_argument("--no-open", action="store_true", help="do not open the page in a browser")
+    chat.add_argument("--out", type=Path, default=None, help="with --wav: also record the avatar to this MP4")
+    chat.add_argument("--headphones", action="store_true", help="local devices: no echo guard (you can interrupt the avatar)")
+    chat.add_argument("--size", type=int, default=512, help="avatar frame size in pixels (default 512)")
+    chat.add_argument("--metrics", type=Path, default=None, help="append per-turn latency figures to this JSON-lines file")
+    chat.set_defaults(run=_run_chat)
+
     check = sub.add_parser("check", help="validate persona or duet YAML files without running them")
     check.add_argument("files", type=Path, nargs="+", help="persona or duet YAML files")
     check.set_defaults(run=_run_check)
@@ -52,6 +67,84 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=500, help="portrait frames to time (default 500)")
     bench.set_defaults(run=_run_bench)
     return parser
+
+
+def _run_chat(args: argparse.Namespace, console: Console) -> int:
+    from agent.chat import converse, make_agent, serve_browser
+    from agent.clock import Clock
+    from agent.metrics import MetricsLog
+    from devices.local import DeviceError
+
+    persona = load_persona(args.persona, check_face=True)
+    if not args.browser and not args.wav and not args.headphones and persona.turn_taking.echo_guard_s == 0:
+        # Speakers without echo cancellation: the avatar would hear itself and stop. Guard its speech.
+        persona = persona.model_copy(update={"turn_taking": persona.turn_taking.model_copy(update={"echo_guard_s": 1e9})})
+    metrics = MetricsLog(args.metrics)
+    show = _event_printer(console)
+    with console.status(f"loading {persona.name}…"):
+        agent = make_agent(persona, (args.size, args.size))
+    try:
+        if args.browser:
+            def ready(server) -> None:  # noqa: ANN001
+                console.print(f"[green]open[/] {server.url}  (Ctrl-C to stop)", highlight=False)
+                if not args.no_open:
+                    import webbrowser
+
+                    webbrowser.open(server.url)
+
+            asyncio.run(serve_browser(agent, args.host, args.port, args.token, metrics, show, ready))
+        elif args.wav:
+            from devices.mp4 import MP4Sink
+            from devices.sources import WavFileSource
+
+            clock = Clock()
+            try:
+                source = WavFileSource(clock, args.wav)
+            except ValueError as exc:
+                raise ConfigError([f"--wav: {exc}"]) from None
+            sinks = [MP4Sink(args.out, agent.avatar.size, agent.avatar.fps, agent.avatar.audio_rate)] if args.out else []
+            asyncio.run(converse(agent, source, sinks, metrics, clock, on_event=show))
+        else:
+            asyncio.run(_local_chat(agent, metrics, show))
+    except DeviceError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 3
+    finally:
+        metrics.close()
+    return 0
+
+
+async def _local_chat(agent, metrics, show) -> None:  # noqa: ANN001
+    from agent.chat import converse
+    from agent.clock import Clock
+    from devices.local import MicrophoneSource, SpeakerSink, WindowSink
+
+    clock = Clock()
+    source = MicrophoneSource(clock)
+    sinks = [SpeakerSink(agent.avatar.audio_rate), WindowSink(agent.name)]
+    await converse(agent, source, sinks, metrics, clock, on_event=show)
+
+
+def _event_printer(console: Console):  # noqa: ANN202
+    """Prints the conversation as it goes: who said what, and each turn's latency."""
+
+    def show(event: dict) -> None:
+        kind = event.get("type")
+        if kind == "transcript" and not event.get("delta"):
+            who = "[cyan]you[/]" if event["role"] == "user" else "[yellow]avatar[/]"
+            console.print(f"{who}: {event['text']}", highlight=False)
+        elif kind == "transcript":
+            console.print(f"[yellow]avatar[/]: …{event['text']}", highlight=False)
+        elif kind == "interrupted":
+            console.print(f"[magenta]interrupted[/] (heard: {event['heard']!r})", highlight=False)
+        elif kind == "metrics" and event.get("response_latency_s") is not None:
+            barge = event.get("barge_in_latency_s")
+            console.print(f"[dim]turn {event['turn']}: response {event['response_latency_s']:.2f} s"
+                          + (f", barge-in {barge:.2f} s" if barge is not None else "") + "[/]", highlight=False)  # fmt: skip
+        elif kind == "error":
+            console.print(f"[bold red]error:[/] {event['message']}", highlight=False)
+
+    return show
 
 
 def _run_check(args: argparse.Namespace, console: Console) -> int:
