@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of torch; an unpinned torch would pull a multi-GB CUDA build. GPU users install their own.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup setup-test duet test bench clean
+.PHONY: setup setup-test duet test bench chat clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,9 @@ $(VENV)/.embedded: pyproject.toml requirements-nodeps.txt | $(BIN)/python
 
 $(VENV)/.test: $(VENV)/.embedded
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[liveavatar,omni,test]" "$(TORCH)"
+	$(BIN)/pip install -q -e ".[liveavatar,cascade,test]" "$(TORCH)"
+	@command -v chromium >/dev/null || { echo "installing Chromium for the browser tests (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver libportaudio2 >/dev/null; }
 	touch $@
 
 setup: $(VENV)/.embedded
@@ -31,8 +33,11 @@ duet: setup
 test: setup-test
 	LIVEAVATAR_FAIL_ON_SKIP=1 $(BIN)/python -m pytest
 
-bench: setup
+bench: setup-test
 	$(BIN)/liveavatar bench
+
+chat: setup-test
+	$(BIN)/liveavatar chat examples/nova-live.yaml --browser
 
 clean:
 	rm -rf $(VENV) duet.mp4
