@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_run_check)
 
     bench = sub.add_parser("bench", help="print benchmark figures as JSON lines")
-    bench.add_argument("what", nargs="*", default=["portrait", "duet"], help="portrait, duet (default: both)")
+    bench.add_argument("what", nargs="*", default=["duet", "portrait"],
+                       help="any of: duet, latency, soak, omni, liveavatar, portrait (default: duet portrait)")
     bench.add_argument("--frames", type=int, default=500, help="portrait frames to time (default 500)")
     bench.set_defaults(run=_run_bench)
     return parser

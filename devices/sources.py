@@ -87,3 +87,44 @@ class WavFileSource(ScriptedSpeech):
     def __init__(self, clock: Pacer, path: Path | str, delay_s: float = 0.5, tail_s: float | None = 5.0, rate: int = 16000) -> None:
         pcm = read_wav(path, rate)
         super().__init__(clock, [(delay_s, pcm)], rate, None if tail_s is None else delay_s + len(pcm) / rate + tail_s)
+
+
+class SpeechOnCue(AudioSource):
+    """Silence until `say()` is called; then that utterance, from the next chunk on (a scripted user).
+
+    `say()` returns the clock time the utterance's first sample will carry, so a benchmark knows
+    exactly when the user "really" started speaking.
+    """
+
+    def __init__(self, clock: Pacer, rate: int = 16000) -> None:
+        self.clock = clock
+        self.rate = rate
+        self._n = int(round(CHUNK_S * rate))
+        self._queue: list[np.ndarray] = []
+        self._assembled_until: float | None = None  # clock time just after the last chunk already filled
+
+    def say(self, pcm: np.ndarray) -> float:
+        """Queue an utterance (16 kHz float32) to follow anything already queued; returns its start time."""
+        pending = sum(len(p) for p in self._queue)
+        self._queue.append(np.asarray(pcm, np.float32))
+        start = self._assembled_until if self._assembled_until is not None else self.clock.now()
+        return start + pending / self.rate
+
+    async def chunks(self) -> AsyncIterator[AudioChunk]:
+        """20 ms chunks in real time on the clock, forever."""
+        t = self.clock.now()
+        while True:
+            out = np.zeros(self._n, np.float32)
+            filled = 0
+            while filled < self._n and self._queue:
+                head = self._queue[0]
+                take = min(self._n - filled, len(head))
+                out[filled : filled + take] = head[:take]
+                filled += take
+                self._queue[0] = head[take:]
+                if not len(self._queue[0]):
+                    self._queue.pop(0)
+            self._assembled_until = t + self._n / self.rate
+            await self.clock.sleep_until(t + self._n / self.rate)
+            yield AudioChunk(out, self.rate, pts=t)
+            t += self._n / self.rate

@@ -1,0 +1,142 @@
+"""The offline voice cascade on its real models: Whisper tiny.en hears, SmolLM2 answers, Piper speaks."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.config import load_persona
+from dialogue.base import DialogueError, TextDelta, Transcript, UserTurn
+from dialogue.cascade import CascadeDialogue, Options
+from dialogue.llm import RemoteLLM
+from dialogue.registry import DialogueSetup, create_dialogue
+from dialogue.speech.piper_tts import PiperTTS
+from dialogue.speech.voice import VoiceOptions
+from media import AudioChunk, resample
+
+PROMPT = "You are Nova, a cheerful astronaut. Answer in one short sentence."
+
+
+@pytest.fixture(scope="module")
+def cascade() -> CascadeDialogue:
+    return create_dialogue("cascade", {}, DialogueSetup("Nova", PROMPT, VoiceOptions(pitch_semitones=7)))  # type: ignore[return-value]
+
+
+def spoken(text: str, voice: VoiceOptions = VoiceOptions(pitch_semitones=-2, formant_shift=0.95)) -> AudioChunk:
+    tts = PiperTTS(voice)
+    pcm = np.concatenate([c.pcm for c in tts.synthesize(text)])
+    return AudioChunk(resample(pcm, tts.rate, 16000), 16000)
+
+
+async def collect(backend, turn: UserTurn) -> list[tuple[float, object]]:  # noqa: ANN001
+    start, events = time.perf_counter(), []
+    async for event in backend.reply(turn):
+        events.append((time.perf_counter() - start, event))
+    return events
+
+
+def test_a_spoken_question_is_heard_answered_and_spoken_piece_by_piece(cascade: CascadeDialogue) -> None:
+    turn = UserTurn(audio=spoken("What is the tallest mountain in the world?"))
+    events = asyncio.run(collect(cascade, turn))
+    kinds = [type(e).__name__ for _, e in events]
+    assert kinds[0] == "Transcript" and "tallest mountain" in events[0][1].text.lower()
+    assert kinds[1] == "TextDelta" and "AudioChunk" in kinds
+    audio = [(t, e) for t, e in events if isinstance(e, AudioChunk)]
+    assert audio[0][0] < events[-1][0], "the first piece was not ready before the whole reply"
+    text = "".join(e.text for _, e in events if isinstance(e, TextDelta))
+    assert cascade.history[-1] == (events[0][1].text, cascade.history[-1][1]) and text.strip()
+    assert all(e.rate == 22050 and len(e.phonemes) for _, e in audio)
+
+
+def test_the_shaped_persona_voices_stay_intelligible(cascade: CascadeDialogue, examples: Path) -> None:
+    for name in ("nova", "iris"):
+        voice = load_persona(examples / f"{name}.yaml").voice
+        heard = cascade.asr.transcribe(spoken("Good morning, the weather is lovely today.", voice).pcm)
+        assert "weather is lovely" in heard.lower(), f"{name}: Whisper heard {heard!r}"
+
+
+def test_fillers_and_silence_get_no_answer(cascade: CascadeDialogue) -> None:
+    for turn in (UserTurn(text="Mm-hmm."), UserTurn(audio=AudioChunk(np.zeros(16000, np.float32), 16000))):
+        events = asyncio.run(collect(cascade, turn))
+        assert [type(e).__name__ for _, e in events] == ["Transcript"]
+
+
+def test_cancelling_a_reply_stops_it_at_once(cascade: CascadeDialogue) -> None:
+    async def scenario() -> float:
+        first_audio = asyncio.Event()
+
+        async def consume() -> None:
+            async for event in cascade.reply(UserTurn(text="Tell me a long story about the moon.")):
+                if isinstance(event, AudioChunk):
+                    first_audio.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(first_audio.wait(), 30)
+        cancelled = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.perf_counter() - cancelled
+
+    assert asyncio.run(scenario()) < 0.05
+
+
+def test_history_keeps_what_was_heard_and_forgets_discarded_turns(cascade: CascadeDialogue) -> None:
+    first, second = UserTurn(text="Hello there."), UserTurn(text="How is the view?")
+    asyncio.run(collect(cascade, first))
+    asyncio.run(collect(cascade, second))
+    cascade.record_played("Hi!", first)
+    assert ("Hello there.", "Hi!") in cascade.history
+    cascade.discard_turn(second)
+    assert cascade.history[-1] == ("Hello there.", "Hi!")
+
+
+class _FakeOpenAI(http.server.BaseHTTPRequestHandler):
+    """A minimal OpenAI-compatible streaming server (the `llm_url` path); unknown models get a 404."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if body["model"] != "tiny-chat":
+            payload = json.dumps({"error": {"message": f"model {body['model']!r} not found"}}).encode()
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for word in ["Sure, ", "the moon ", "is bright ", "tonight."]:
+            chunk = {"choices": [{"index": 0, "delta": {"content": word}}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_any_openai_compatible_text_server_can_be_the_brain(cascade: CascadeDialogue) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        remote = CascadeDialogue(Options(llm_url=url, llm_model="tiny-chat", first_clause_words=0), cascade.asr, RemoteLLM(url, "tiny-chat"), cascade.tts, PROMPT)
+        events = asyncio.run(collect(remote, UserTurn(text="How is the moon?")))
+        assert "".join(e.text for _, e in events if isinstance(e, TextDelta)) == "Sure, the moon is bright tonight."
+        wrong = CascadeDialogue(Options(), cascade.asr, RemoteLLM(url, "other"), cascade.tts, PROMPT)
+        with pytest.raises(DialogueError, match=r"HTTP 404: model 'other' not found"):
+            asyncio.run(collect(wrong, UserTurn(text="Hi?")))
+    finally:
+        server.shutdown()
+        server.server_close()
+    gone = CascadeDialogue(Options(), cascade.asr, RemoteLLM(url, "tiny-chat"), cascade.tts, PROMPT)
+    with pytest.raises(DialogueError, match="cannot reach the LLM server at .*: connection refused"):
+        asyncio.run(collect(gone, UserTurn(text="Hi?")))
