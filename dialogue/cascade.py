@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import re
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -47,13 +48,21 @@ class Options(BaseModel):
     """Longest reply, in tokens (a 135M model rambles: keep it short)."""
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.5
     threads: Annotated[int, Field(ge=1, le=64)] = 2
-    """CPU threads for speech recognition and the local LLM."""
+    """CPU threads for speech recognition."""
+    llm_threads: Annotated[int, Field(ge=1, le=64)] = 1
+    """CPU threads for the local LLM. One is the robust choice: llama.cpp's threads wait for each other
+    by spinning, so when anything else (speech synthesis, the avatar) takes a core, two threads can run
+    ten times slower than one."""
     history_turns: Annotated[int, Field(ge=0, le=64)] = 6
-    """Past exchanges sent with each request."""
+    """Most past exchanges sent with each request. When the history outgrows it, the older half is
+    dropped at once, so the prompt's beginning stays the same for several turns and llama.cpp reuses
+    its cache instead of re-reading the whole history every turn."""
     ignore_fillers: bool = True
     """A turn that is only "um", "mm-hmm", ... gets no reply (a barge-in with it resumes the avatar)."""
     first_clause_words: Annotated[int, Field(ge=0, le=20)] = 4
     """Speak the reply's first clause (cut at a comma after this many words) before the sentence ends; 0 = whole sentences."""
+    first_piece_max_words: Annotated[int, Field(ge=0, le=40)] = 7
+    """With no comma by then, the first piece is cut after this many words (0 = wait for punctuation)."""
 
 
 @dataclass
@@ -81,11 +90,14 @@ class CascadeDialogue(DialogueBackend):
         if self.options.ignore_fillers and re.sub(r"[^a-z\- ]", "", heard.lower()).strip() in FILLERS:
             return
         exchange = _Exchange(turn, heard)
+        if len(self._history) >= max(self.options.history_turns, 1):
+            del self._history[: len(self._history) - self.options.history_turns // 2]
         messages = self._messages(heard)
         self._history.append(exchange)
-        del self._history[: -max(self.options.history_turns, 1)]
         sentences: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-        writer = asyncio.create_task(self._write(messages, exchange, sentences), name="cascade-llm")
+        writing = threading.Event()  # cleared while speech is synthesized: the LLM waits between tokens
+        writing.set()
+        writer = asyncio.create_task(self._write(messages, exchange, sentences, writing), name="cascade-llm")
         try:
             first = True
             while (sentence := await sentences.get()) is not None:
@@ -93,8 +105,14 @@ class CascadeDialogue(DialogueBackend):
                     raise sentence
                 yield TextDelta(sentence if first else " " + sentence)
                 first = False
-                async for chunk in self.tts.stream(sentence):
-                    yield chunk
+                writing.clear()
+                try:
+                    async for chunk in self.tts.stream(sentence):
+                        writing.set()  # synthesized: the LLM may go on while the consumer takes the speech
+                        yield chunk
+                        writing.clear()
+                finally:
+                    writing.set()
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -106,10 +124,10 @@ class CascadeDialogue(DialogueBackend):
             return await asyncio.to_thread(self.asr.transcribe, pcm)
         return (turn.text or "").strip()
 
-    async def _write(self, messages: list[dict[str, str]], exchange: _Exchange, out: asyncio.Queue) -> None:
-        splitter = SentenceSplitter(self.options.first_clause_words)
+    async def _write(self, messages: list[dict[str, str]], exchange: _Exchange, out: asyncio.Queue, gate: threading.Event) -> None:
+        splitter = SentenceSplitter(self.options.first_clause_words, self.options.first_piece_max_words)
         try:
-            async for delta in self.llm.stream(messages, self.options.max_tokens, self.options.temperature):
+            async for delta in self.llm.stream(messages, self.options.max_tokens, self.options.temperature, gate):
                 exchange.reply += delta
                 for sentence in splitter.feed(delta):
                     out.put_nowait(sentence)
@@ -121,7 +139,7 @@ class CascadeDialogue(DialogueBackend):
 
     def _messages(self, heard: str) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": self.system_prompt}]
-        for past in self._history[-self.options.history_turns :] if self.options.history_turns else []:
+        for past in self._history if self.options.history_turns else []:
             messages += [{"role": "user", "content": past.user}, {"role": "assistant", "content": past.reply or "..."}]
         return messages + [{"role": "user", "content": heard}]
 
@@ -148,6 +166,6 @@ def create(options: Options, setup: DialogueSetup) -> CascadeDialogue:
     if options.llm_url:
         llm: LocalLLM | RemoteLLM = RemoteLLM(options.llm_url, options.llm_model, os.environ.get(options.api_key_env))
     else:
-        llm = LocalLLM(options.llm, setup.base_dir, threads=options.threads)
+        llm = LocalLLM(options.llm, setup.base_dir, threads=options.llm_threads)
     voice = setup.voice if isinstance(setup.voice, VoiceOptions) else VoiceOptions()
     return CascadeDialogue(options, asr, llm, PiperTTS(voice, setup.base_dir), setup.system_prompt)

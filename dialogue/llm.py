@@ -47,9 +47,15 @@ class LocalLLM:
             raise LLMModelMissing("the local LLM needs llama-cpp-python: pip install llama-cpp-python (it compiles, ~6 min)") from None
         self._llama = Llama(model_path=str(gguf_path(model, base_dir)), n_ctx=context, n_threads=threads, verbose=False)
         self._lock = threading.Lock()  # one generation at a time per model
+        self._llama.create_completion("Hello", max_tokens=1)  # page the weights in now, not on the first turn
 
-    async def stream(self, messages: list[Message], max_tokens: int, temperature: float) -> AsyncIterator[str]:
-        """Text deltas of the reply; cancelling stops generation at the next token."""
+    async def stream(self, messages: list[Message], max_tokens: int, temperature: float,
+                     gate: threading.Event | None = None) -> AsyncIterator[str]:  # fmt: skip
+        """Text deltas of the reply; cancelling stops generation at the next token.
+
+        While `gate` is cleared, generation waits between tokens (the cascade clears it while speech
+        is being synthesized, so the reply's first words reach the listener sooner on a small CPU).
+        """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
         stop = threading.Event()
@@ -58,6 +64,8 @@ class LocalLLM:
             try:
                 with self._lock:
                     for chunk in self._llama.create_chat_completion(messages, stream=True, max_tokens=max_tokens, temperature=temperature):
+                        while gate is not None and not gate.wait(0.05) and not stop.is_set():
+                            pass
                         if stop.is_set():
                             break
                         delta = chunk["choices"][0]["delta"].get("content")
@@ -87,8 +95,9 @@ class RemoteLLM:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(timeout_s, connect=3.0)
 
-    async def stream(self, messages: list[Message], max_tokens: int, temperature: float) -> AsyncIterator[str]:
-        """Text deltas of the reply; errors become DialogueError with the server's message."""
+    async def stream(self, messages: list[Message], max_tokens: int, temperature: float,
+                     gate: threading.Event | None = None) -> AsyncIterator[str]:  # fmt: skip
+        """Text deltas of the reply; errors become DialogueError with the server's message (`gate` is unused: the server has its own CPU)."""
         body = {"model": self.model, "messages": messages, "stream": True, "max_tokens": max_tokens, "temperature": temperature}
         url = f"{self.base_url}/chat/completions"
         try:

@@ -12,12 +12,14 @@ ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "e.g.", "i.e.", "etc.", "vs
 class SentenceSplitter:
     """Feed text deltas; take complete sentences out. The first piece may be a clause, to speak sooner.
 
-    `first_clause_words`: the first piece is cut at a comma once it has at least this many words
-    (0 disables); later pieces are whole sentences.
+    `first_clause_words`: the first piece is cut at a comma once it has at least this many words, or
+    at any word boundary once it has `first_piece_max_words` (0 disables both); later pieces are whole
+    sentences.
     """
 
-    def __init__(self, first_clause_words: int = 4) -> None:
+    def __init__(self, first_clause_words: int = 4, first_piece_max_words: int = 7) -> None:
         self.first_clause_words = first_clause_words
+        self.first_piece_max_words = first_piece_max_words
         self._buffer = ""
         self._emitted = 0
 
@@ -47,6 +49,10 @@ class SentenceSplitter:
             for match in _CLAUSE.finditer(self._buffer):
                 if len(self._buffer[: match.start()].split()) >= self.first_clause_words:
                     return self._take(match.end())
+            if self.first_piece_max_words:
+                words = list(re.finditer(r"\S+\s+", self._buffer))  # complete words only
+                if len(words) >= self.first_piece_max_words:
+                    return self._take(words[self.first_piece_max_words - 1].end())
         return None
 
     def _take(self, end: int) -> str | None:

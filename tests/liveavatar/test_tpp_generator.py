@@ -1,0 +1,90 @@
+"""The TPP generator behind the AvatarGenerator contract: options, registry, clear() reaching every worker.
+
+What is asserted: `dit_workers` must divide the 4 steps and builds a TPPGenerator through the registry
+without starting anything; speech reaches the first worker as soon as a block of it is planned and comes
+back on frames stamped with its generation; clear() drops everything planned before it (frames stay
+contiguous, the interrupted reply never reappears), every worker reports the new epoch, and blocks that were
+in flight are skipped by the first worker or decoded-but-dropped by the decoder rather than delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from avatar.liveavatar.backend import Options, with_dit_workers
+from avatar.liveavatar.tpp.generator import TPPGenerator
+from avatar.registry import create_avatar
+from media import AudioChunk
+from tpp_helpers import RATE, make_setup, speech, take, worker_children
+
+
+def test_options_validate_the_worker_count_and_the_registry_builds_a_tpp_generator():
+    with pytest.raises(ValueError, match="must divide the 4 denoising steps"):
+        Options(dit_workers=3)
+    with pytest.raises(ValueError):
+        Options(master_port=70000)
+    assert with_dit_workers(Options(), 4).dit_workers == 4
+    with pytest.raises(ValueError):
+        with_dit_workers(Options(), 3)
+    gen = create_avatar("liveavatar", {"config": "tiny", "dit_workers": 2, "decode_worker": False}, make_setup())
+    assert isinstance(gen, TPPGenerator)
+    assert gen.layout.world_size == 2 and gen.max_window == 3 and gen.window == 1
+    assert gen.worker_pids == [], "no process starts before frames() is iterated"
+    assert gen.fps == 25.0 and gen.size == (96, 80) and gen.audio_rate == RATE
+
+
+def test_speech_round_trip_and_clear_reaches_every_worker():
+    async def run():
+        gen = TPPGenerator(Options(dit_workers=2, lookahead_blocks=2), make_setup("silence"))
+        gen.push(AudioChunk(speech(6.0), RATE), generation=7)
+        stream = gen.frames()
+        before = await take(stream, 30)
+        await asyncio.sleep(0.5)  # the pipeline fills with planned speech blocks
+        in_flight = gen.outstanding
+        gen.clear()
+        gen.push(AudioChunk(speech(1.0), RATE), generation=7)  # a late chunk of the interrupted reply
+        after = await take(stream, 42)
+        gen.push(AudioChunk(speech(0.48, seed=9), RATE), generation=8)
+        gen.end(8)
+        nxt = await take(stream, 12 * 8)
+        stats = gen.worker_stats()
+        outcomes = [t.outcome for t in gen.block_log]
+        dropped = gen.dropped_blocks
+        window = gen.window
+        await gen.aclose()
+        return before, after, nxt, stats, outcomes, dropped, in_flight, window
+
+    before, after, nxt, stats, outcomes, dropped, in_flight, window = asyncio.run(run())
+    frames = before + after + nxt
+    assert [f.index for f in frames] == list(range(len(frames))), "indices stay contiguous across clear()"
+    assert [f.generation for f in before] == [7] * 30 and all(f.audio.any() for f in before), "speech came back on its frames"
+    assert in_flight >= 2, "blocks were planned ahead when clear() came"
+    assert all(f.generation is None and not f.audio.any() for f in after), "nothing of the interrupted reply after clear()"
+    labels = [f.generation for f in nxt]
+    assert labels.count(8) == 12 and 7 not in labels, "the next reply plays, whole, and the old one never returns"
+    assert sorted(stats) == [0, 1, 2] and len({s["epoch"] for s in stats.values()}) == 1 and stats[0]["epoch"] >= 1, \
+        f"every worker saw the clear: {stats}"
+    assert dropped >= 1 and {"stale", "skipped"} & set(outcomes), "in-flight stale blocks were dropped, not shown"
+    assert 1 <= window <= 5
+    assert not worker_children()
+
+
+def test_frames_carry_exactly_their_audio_under_wait():
+    async def run():
+        gen = TPPGenerator(Options(dit_workers=1, decode_worker=False), make_setup("wait"))
+        stream = gen.frames()
+        gen.push(AudioChunk(speech(0.2), RATE), generation=2)  # less than a block, reply still open
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(anext(stream), 20.0)  # "wait" holds the frame (workers start meanwhile)
+        gen.end(2)
+        frames = await take(stream, 12)
+        await gen.aclose()
+        return frames
+
+    frames = asyncio.run(run())
+    assert [f.index for f in frames] == list(range(12))
+    assert [f.generation for f in frames] == [2] * 5 + [None] * 7
+    np.testing.assert_array_equal(np.concatenate([f.audio for f in frames[:5]]), speech(0.2))
