@@ -139,7 +139,6 @@ def bench_latency(out: IO[str], turns: int = 12, barge_ins: int = 5, persona: Pa
 
 async def run_soak(minutes: float, speed: float, out: IO[str]) -> dict[str, float]:
     """The live loop at `speed`× real time for `minutes` of media; RSS sampled each media minute."""
-    import resource  # noqa: F401 - Linux RSS comes from /proc below
 
     from agent.agents import build_agent
     from agent.clock import Clock

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,14 @@ import numpy as np
 from pydantic import BaseModel
 
 from avatar.base import AvatarGenerator, Underrun
+from media.plugins import BackendRegistry
 
 # name -> module path; modules are imported only when that backend is used (torch stays unimported).
 BACKENDS: dict[str, str] = {
     "portrait": "avatar.portrait.backend",
     "liveavatar": "avatar.liveavatar.backend",
 }
+REGISTRY = BackendRegistry("avatar", BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,9 @@ class AvatarSetup:
 
 def options_model(backend: str) -> type[BaseModel]:
     """The pydantic model that validates `avatar.options` for `backend`."""
-    return _module(backend).Options
+    return REGISTRY.options_model(backend)
 
 
 def create_avatar(backend: str, options: BaseModel | dict[str, Any], setup: AvatarSetup) -> AvatarGenerator:
     """Build the named backend's generator."""
-    module = _module(backend)
-    if isinstance(options, dict):
-        options = module.Options(**options)
-    return module.create(options, setup)
-
-
-def _module(backend: str) -> Any:
-    if backend not in BACKENDS:
-        raise KeyError(f"unknown avatar backend {backend!r}; expected one of: {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[backend])
+    return REGISTRY.create(backend, options, setup)

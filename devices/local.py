@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from devices.sink import FrameSink
 from devices.sources import CHUNK_S, AudioSource, Pacer
-from media import AudioChunk, AVFrame
+from media import AudioChunk, AVFrame, SampleFIFO
 
 ALTERNATIVES = "use --browser (the page uses the browser's microphone, camera and speaker) or --wav FILE"
 
@@ -101,29 +100,18 @@ class SpeakerSink(FrameSink):
         _check_device(self._sd, device, "output")
         self.rate = rate
         self._lock = threading.Lock()
-        self._queue: deque[np.ndarray] = deque()
+        self._queue = SampleFIFO()
         self._stream = self._sd.OutputStream(samplerate=rate, channels=1, dtype="float32", device=device, callback=self._play, latency="low")
         self._stream.start()
 
     def _play(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        out = outdata[:, 0]
-        out[:] = 0.0
-        filled = 0
         with self._lock:
-            while filled < frames and self._queue:
-                head = self._queue[0]
-                take = min(frames - filled, len(head))
-                out[filled : filled + take] = head[:take]
-                filled += take
-                if take == len(head):
-                    self._queue.popleft()
-                else:
-                    self._queue[0] = head[take:]
+            outdata[:, 0] = self._queue.take(frames)
 
     async def write(self, frame: AVFrame) -> None:
         """Queue the frame's audio."""
         with self._lock:
-            self._queue.append(frame.audio.astype(np.float32))
+            self._queue.push(frame.audio)
 
     async def flush(self) -> None:
         """Drop everything not yet played."""

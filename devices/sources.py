@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 import soundfile
 
-from media import AudioChunk, resample
+from media import AudioChunk, SampleFIFO, resample
 
 CHUNK_S = 0.02  # 20 ms, like a sound card's buffer
 
@@ -100,13 +100,13 @@ class SpeechOnCue(AudioSource):
         self.clock = clock
         self.rate = rate
         self._n = int(round(CHUNK_S * rate))
-        self._queue: list[np.ndarray] = []
+        self._queue = SampleFIFO()
         self._assembled_until: float | None = None  # clock time just after the last chunk already filled
 
     def say(self, pcm: np.ndarray) -> float:
         """Queue an utterance (16 kHz float32) to follow anything already queued; returns its start time."""
-        pending = sum(len(p) for p in self._queue)
-        self._queue.append(np.asarray(pcm, np.float32))
+        pending = len(self._queue)
+        self._queue.push(pcm)
         start = self._assembled_until if self._assembled_until is not None else self.clock.now()
         return start + pending / self.rate
 
@@ -114,16 +114,7 @@ class SpeechOnCue(AudioSource):
         """20 ms chunks in real time on the clock, forever."""
         t = self.clock.now()
         while True:
-            out = np.zeros(self._n, np.float32)
-            filled = 0
-            while filled < self._n and self._queue:
-                head = self._queue[0]
-                take = min(self._n - filled, len(head))
-                out[filled : filled + take] = head[:take]
-                filled += take
-                self._queue[0] = head[take:]
-                if not len(self._queue[0]):
-                    self._queue.pop(0)
+            out = self._queue.take(self._n)
             self._assembled_until = t + self._n / self.rate
             await self.clock.sleep_until(t + self._n / self.rate)
             yield AudioChunk(out, self.rate, pts=t)

@@ -33,8 +33,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from dialogue.base import DialogueBackend, DialogueError, ReplyEvent, TextDelta, UserTurn
-from dialogue.omni.history import OmniHistory
+from dialogue.base import DialogueError, ReplyEvent, TextDelta, UserTurn
+from dialogue.omni.history import HistoryBackend, OmniHistory
 from dialogue.omni.prompt import PromptMessage, SpecialTokens, build_inputs
 from dialogue.omni.wire import DEFAULT_OUTPUT_RATE, QWEN_SYSTEM_PROMPT
 from dialogue.registry import DialogueSetup
@@ -129,7 +129,7 @@ def load_omni(options: Options, model_dir: Path) -> LoadedOmni:
                       int(getattr(audio_config, "n_window", 50)))
 
 
-class OmniLocalBackend(DialogueBackend):
+class OmniLocalBackend(HistoryBackend):
     """Replies with Qwen3-Omni running in this process: text deltas first, then the speech."""
 
     def __init__(self, options: Options, system_prompt: str, model_dir: Path) -> None:
@@ -191,16 +191,6 @@ class OmniLocalBackend(DialogueBackend):
                 yield item
         finally:
             stop.set()
-
-    def record_played(self, text: str, turn: UserTurn | None = None) -> None:
-        """Make the reply to `turn` (default: the last one) in the history exactly the part that was heard."""
-        self._history.record_played(text, turn)
-
-    def discard_turn(self, turn: UserTurn) -> None:
-        """Forget `turn` and its reply: it was answered early and the user went on speaking."""
-        exchange = self._history.find(turn)
-        if exchange is not None:
-            self._history.forget(exchange)
 
     async def aclose(self) -> None:
         """Let the worker finish its current step and release it (the model is freed with the backend)."""

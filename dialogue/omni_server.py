@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dialogue.base import DialogueBackend, DialogueError, ReplyEvent, TextDelta, UserTurn
-from dialogue.omni.history import OmniHistory
+from dialogue.base import DialogueError, ReplyEvent, TextDelta, UserTurn
+from dialogue.omni.history import HistoryBackend, OmniHistory
 from dialogue.omni.wire import (
     DEFAULT_OUTPUT_RATE,
     DONE,
@@ -128,7 +128,7 @@ class ReplyTrace:
     finished: float | None = None
 
 
-class OmniServerBackend(DialogueBackend):
+class OmniServerBackend(HistoryBackend):
     """Streams Qwen3-Omni replies (text deltas, 24 kHz speech chunks) from a vLLM-Omni server."""
 
     def __init__(self, options: Options, system_prompt: str) -> None:
@@ -169,16 +169,6 @@ class OmniServerBackend(DialogueBackend):
             if not exchange.reply_text:
                 self._history.forget(exchange)  # nothing was said: the user will likely repeat the turn
             raise
-
-    def record_played(self, text: str, turn: UserTurn | None = None) -> None:
-        """Make the reply to `turn` (default: the last one) in the history exactly the part that was heard."""
-        self._history.record_played(text, turn)
-
-    def discard_turn(self, turn: UserTurn) -> None:
-        """Forget `turn` and its reply: it was answered early and the user went on speaking."""
-        exchange = self._history.find(turn)
-        if exchange is not None:
-            self._history.forget(exchange)
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dialogue.base import DialogueBackend
+from media.plugins import BackendRegistry
 
 # name -> module path; imported only when used.
 BACKENDS: dict[str, str] = {
@@ -18,6 +18,7 @@ BACKENDS: dict[str, str] = {
     "omni_local": "dialogue.omni_local",
     "cascade": "dialogue.cascade",
 }
+REGISTRY = BackendRegistry("dialogue", BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,9 @@ class DialogueSetup:
 
 def options_model(backend: str) -> type[BaseModel]:
     """The pydantic model that validates `dialogue.options` for `backend`."""
-    return _module(backend).Options
+    return REGISTRY.options_model(backend)
 
 
 def create_dialogue(backend: str, options: BaseModel | dict[str, Any], setup: DialogueSetup) -> DialogueBackend:
     """Build the named dialogue backend."""
-    module = _module(backend)
-    if isinstance(options, dict):
-        options = module.Options(**options)
-    return module.create(options, setup)
-
-
-def _module(backend: str) -> Any:
-    if backend not in BACKENDS:
-        raise KeyError(f"unknown dialogue backend {backend!r}; expected one of: {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[backend])
+    return REGISTRY.create(backend, options, setup)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from agent.config import load_persona
-from dialogue.base import DialogueError, TextDelta, Transcript, UserTurn
+from dialogue.base import DialogueError, TextDelta, UserTurn
 from dialogue.cascade import CascadeDialogue, Options
 from dialogue.llm import RemoteLLM
 from dialogue.registry import DialogueSetup, create_dialogue

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from agent.turn_options import TurnOptions
-from agent.turns import (Floor, InterruptAgent, PauseAgent, ResumeAgent, TurnTaker, UserPaused, UserResumed,
-                         UserTurnEnded, UserTurnStarted)  # fmt: skip
+from agent.turns import Floor, TurnTaker
 
 W = 0.032  # one silero window
 

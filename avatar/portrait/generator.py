@@ -15,7 +15,7 @@ from avatar.base import AvatarGenerator, Underrun
 from avatar.portrait.drive import MouthDriver
 from avatar.portrait.motion import Blinker, HeadSway
 from avatar.portrait.rig import FacePose, PortraitRig
-from media import AudioChunk, AVFrame, PhonemeSpan, StreamResampler, samples_in_frame
+from media import AudioChunk, AVFrame, PhonemeSpan, SampleFIFO, StreamResampler, samples_in_frame
 
 
 @dataclass
@@ -24,34 +24,21 @@ class _Reply:
 
     generation: int
     resampler: StreamResampler | None = None
-    pcm: deque[np.ndarray] = field(default_factory=deque)
-    buffered: int = 0
+    pcm: SampleFIFO = field(default_factory=SampleFIFO)
     consumed: int = 0  # samples already placed on frames
     speech_s: float = 0.0  # seconds of speech pushed so far, at the input's own rate
     phonemes: list[PhonemeSpan] = field(default_factory=list)  # positions relative to the reply's first sample
     ended: bool = False
 
-    def append(self, pcm: np.ndarray) -> None:
-        if len(pcm):
-            self.pcm.append(pcm)
-            self.buffered += len(pcm)
+    @property
+    def buffered(self) -> int:
+        """Samples not yet placed on a frame."""
+        return len(self.pcm)
 
     def take(self, n: int) -> np.ndarray:
         """The next `n` samples, zero-padded if fewer are buffered."""
-        out = np.zeros(n, np.float32)
-        filled = 0
-        while filled < n and self.pcm:
-            head = self.pcm[0]
-            k = min(n - filled, len(head))
-            out[filled : filled + k] = head[:k]
-            filled += k
-            if k == len(head):
-                self.pcm.popleft()
-            else:
-                self.pcm[0] = head[k:]
-        self.buffered -= filled
         self.consumed += n
-        return out
+        return self.pcm.take(n)
 
 
 class PortraitAvatar(AvatarGenerator):
@@ -97,7 +84,7 @@ class PortraitAvatar(AvatarGenerator):
             raise ValueError(f"generation {generation} already ended; speech pushed after end()")
         if reply.resampler is None or reply.resampler.rate_in != chunk.rate:
             if reply.resampler is not None:
-                reply.append(reply.resampler.flush())
+                reply.pcm.push(reply.resampler.flush())
             reply.resampler = StreamResampler(chunk.rate, self.audio_rate)
         # soxr's stream output is delay-compensated, so input time t lands at output sample t·rate.
         offset = round(reply.speech_s * self.audio_rate)
@@ -105,7 +92,7 @@ class PortraitAvatar(AvatarGenerator):
         for span in chunk.phonemes:
             reply.phonemes.append(PhonemeSpan(span.phoneme, offset + int(span.start * ratio), int(span.length * ratio)))
         reply.speech_s += len(chunk.pcm) / chunk.rate
-        reply.append(reply.resampler.process(chunk.pcm))
+        reply.pcm.push(reply.resampler.process(chunk.pcm))
         self._wake.set()
 
     def end(self, generation: int) -> None:
@@ -115,7 +102,7 @@ class PortraitAvatar(AvatarGenerator):
         reply = self._reply(generation)
         if not reply.ended:
             if reply.resampler is not None:
-                reply.append(reply.resampler.flush())
+                reply.pcm.push(reply.resampler.flush())
             reply.ended = True
         self._wake.set()
 

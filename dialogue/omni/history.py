@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dialogue.base import UserTurn
+from dialogue.base import DialogueBackend, UserTurn
 from media import resample
 
 INPUT_RATE = 16000
@@ -68,3 +68,19 @@ class OmniHistory:
         exchange = self.find(turn) if turn is not None else (self._exchanges[-1] if self._exchanges else None)
         if exchange is not None:
             exchange.reply_text = text
+
+
+class HistoryBackend(DialogueBackend):
+    """A dialogue backend whose memory is an OmniHistory in `self._history` (what was heard, by turn)."""
+
+    _history: OmniHistory
+
+    def record_played(self, text: str, turn: UserTurn | None = None) -> None:
+        """Make the reply to `turn` (default: the last one) in the history exactly the part that was heard."""
+        self._history.record_played(text, turn)
+
+    def discard_turn(self, turn: UserTurn) -> None:
+        """Forget `turn` and its reply: it was answered early and the user went on speaking."""
+        exchange = self._history.find(turn)
+        if exchange is not None:
+            self._history.forget(exchange)
