@@ -9,7 +9,7 @@ import time
 import pytest
 
 from dialogue.base import TextDelta, UserTurn
-from dialogue.omni.local_server import OmniWireServer, synthetic_source, with_behaviour
+from dialogue.omni.local_server import OmniWireServer, with_behaviour
 from dialogue.omni_server import OmniServerBackend, Options
 from media import AudioChunk
 from omni_helpers import collect, speech_turn
