@@ -244,6 +244,18 @@ class Conversation:
         reply.release()
         if reply.text:
             self._emit(type="transcript", role="agent", text=reply.text, generation=reply.generation)
+        watcher = asyncio.create_task(self._close_if_silent(reply), name=f"silent-{reply.generation}")
+        self._deciding.add(watcher)
+        watcher.add_done_callback(self._deciding.discard)
+
+    async def _close_if_silent(self, reply: Reply) -> None:
+        """A reply that ends without speech (nothing to say, or an error) never shows on a frame: close it here."""
+        await reply.finished.wait()
+        if not reply.spoke and reply.generation in self._open_metrics:
+            self._finish_metrics(*self._open_metrics[reply.generation])
+            if self._current is reply:
+                self._current = None
+            self._emit(type="state", state="listening")
 
     async def _interrupt_current(self) -> None:
         reply, self._current = self._current, None

@@ -69,6 +69,11 @@ class Reply:
         return self
 
     @property
+    def spoke(self) -> bool:
+        """True once speech of this reply went to the avatar."""
+        return bool(self._spoken)
+
+    @property
     def said_anything(self) -> bool:
         """True once the backend produced text or speech."""
         return self.produced.is_set()

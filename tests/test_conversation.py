@@ -112,3 +112,19 @@ def test_a_false_interruption_resumes_the_reply_where_it_paused(examples: Path, 
     paused = [a for a in sink.arrivals if barge_at + 0.4 < a.t < barge_at + len(stop_please) / 16000 and a.generation is None]
     assert paused, "the avatar did not stop talking while the user spoke"
     assert frames[-1].t > paused[-1].t, "the reply did not resume after the pause"
+
+
+def test_a_failing_brain_is_reported_and_the_conversation_goes_on(examples: Path, hello: np.ndarray) -> None:
+    from dialogue.omni_server import OmniServerBackend
+    from dialogue.omni_server import Options as OmniOptions
+
+    second_at = 0.5 + len(hello) / 16000 + 2.5
+    agent, clock, sink, conversation, events = setup(examples, ["unused"], [(0.5, hello), (second_at, hello)])
+    agent.dialogue = OmniServerBackend(OmniOptions(base_url="http://127.0.0.1:9/v1", connect_timeout_s=0.5), "You are a test.")
+    asyncio.run(conversation.run(until=second_at + len(hello) / 16000 + 2.0))
+    first, second = conversation.metrics.turns
+    assert "cannot reach vLLM-Omni at http://127.0.0.1:9/v1" in first.error and second.error == first.error
+    errors = [e["message"] for e in events if e["type"] == "error"]
+    assert len(errors) == 2 and all("connection refused" in m for m in errors)
+    assert [e["state"] for e in events if e["type"] == "state"][-1] == "listening"
+    assert not [a for a in sink.arrivals if a.generation is not None and a.rms > 0]  # nothing was said
