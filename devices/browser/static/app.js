@@ -91,7 +91,8 @@ function schedule(index, pcm, rate) {
 
 function render() {
   if (playCtx && images.length) {
-    const now = playCtx.currentTime;
+    // A frame shows when its audio is heard: the context's clock runs ahead of the speaker by its output latency.
+    const now = playCtx.currentTime - (playCtx.outputLatency || playCtx.baseLatency || 0);
     images.sort((a, b) => a.index - b.index);
     let show = null;
     while (images.length && images[0].at <= now) {
