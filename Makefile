@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of torch; an unpinned torch would pull a multi-GB CUDA build. GPU users install their own.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup setup-test duet test bench chat clean
+.PHONY: setup setup-live setup-test duet test bench chat clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(VENV)/.embedded: pyproject.toml requirements-nodeps.txt | $(BIN)/python
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
-$(VENV)/.test: $(VENV)/.embedded
+$(VENV)/.live: $(VENV)/.embedded
+	$(BIN)/pip install -q -e ".[cascade]"
+	touch $@
+
+$(VENV)/.test: $(VENV)/.live
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[liveavatar,cascade,test]" "$(TORCH)"
 	@command -v chromium >/dev/null || { echo "installing Chromium for the browser tests (apt)"; \
@@ -24,6 +28,8 @@ $(VENV)/.test: $(VENV)/.embedded
 	touch $@
 
 setup: $(VENV)/.embedded
+
+setup-live: $(VENV)/.live
 
 setup-test: $(VENV)/.test
 
@@ -36,7 +42,7 @@ test: setup-test
 bench: setup-test
 	$(BIN)/liveavatar bench
 
-chat: setup-test
+chat: setup-live
 	$(BIN)/liveavatar chat examples/nova-live.yaml --browser
 
 clean:
