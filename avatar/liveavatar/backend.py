@@ -8,6 +8,9 @@ or, when a reply is open but its speech is late, silence padding ("silence") or 
 in a worker thread (`asyncio.to_thread`) so the event loop never blocks. At most `lookahead_blocks` finished
 blocks wait for the consumer; `clear()` bumps an epoch so that everything planned before it is dropped.
 
+With `dit_workers` > 0 (`create()` returns a `tpp.generator.TPPGenerator`), the same planning feeds
+Timestep-forcing Pipeline Parallel worker processes instead of the worker thread (see avatar/liveavatar/tpp).
+
 torch and the models are imported only when the stream starts, so validating a persona needs neither.
 State stays bounded for an endless stream: fixed-size KV rings and VAE caches, a bounded block queue, and
 reply buffers that hold only speech not yet played.
@@ -22,9 +25,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from avatar.base import AvatarGenerator
+from avatar.liveavatar.config import StreamConfig
 from avatar.registry import AvatarSetup
 from media import AudioChunk, AVFrame, StreamResampler, samples_before_frame, samples_in_frame
 
@@ -47,14 +51,43 @@ class Options(BaseModel):
     height: int = Field(704, description="generated video height in pixels (config=checkpoint), a multiple of 16")
     width: int = Field(384, description="generated video width in pixels (config=checkpoint), a multiple of 16")
     relative_dist: int | None = Field(None, ge=0, description="fixed Rolling-RoPE distance; None draws d ~ U{4..30} per call")
-    lookahead_blocks: int = Field(1, ge=1, le=8, description="finished blocks allowed to wait for the consumer")
+    lookahead_blocks: int = Field(1, ge=1, le=8, description="finished blocks allowed to wait for the consumer "
+                                                             "(TPP: blocks planned ahead beyond one per worker, at most)")
     audio_context_s: float = Field(2.0, ge=0.0, le=10.0, description="past audio wav2vec2 sees before each block")
+    # Timestep-forcing Pipeline Parallelism (avatar/liveavatar/tpp): the model in worker processes
+    dit_workers: int = Field(0, ge=0, description="TPP DiT worker processes: 1, 2 or 4 (must divide the 4 denoising steps); "
+                                                  "0 = the model runs in-process")
+    decode_worker: bool = Field(True, description="TPP: decode latents in a separate worker process (the reference layout); "
+                                                  "false = the last DiT worker decodes (use when cores/GPUs < dit_workers + 1)")
+    master_port: int | None = Field(None, ge=1, le=65535, description="TPP: TCP port on 127.0.0.1 for the workers' "
+                                                                     "torch.distributed rendezvous; null = pick a free port")
+    worker_threads: int = Field(1, ge=1, le=256, description="TPP: torch threads per worker process")
+    start_timeout_s: float = Field(300.0, gt=0, description="TPP: seconds allowed for the workers to load and connect")
+    heartbeat_timeout_s: float = Field(3.0, gt=0, description="TPP: seconds without a worker heartbeat before it counts as hung")
+
+    @field_validator("dit_workers")
+    @classmethod
+    def _divides_steps(cls, value: int) -> int:
+        steps = StreamConfig().num_steps
+        if value and steps % value:
+            raise ValueError(f"dit_workers must divide the {steps} denoising steps "
+                             f"({', '.join(str(d) for d in range(1, steps + 1) if steps % d == 0)}) or be 0 (in-process)")
+        return value
+
+
+def with_dit_workers(options: Options, dit_workers: int) -> Options:
+    """`options` with `dit_workers` overridden (validated): the hook for a `--dit-workers` command-line flag."""
+    return Options.model_validate({**options.model_dump(), "dit_workers": dit_workers})
 
 
 def create(options: Options, setup: AvatarSetup) -> "LiveAvatarGenerator":
-    """Build the generator; the models load on first use of `frames()`, in a worker thread."""
+    """Build the generator (TPP worker processes when `dit_workers` > 0); the models load on first use of `frames()`."""
     if abs(setup.fps - MODEL_FPS) > 1e-9:
         raise ValueError(f"liveavatar generates {MODEL_FPS:g} fps video, the persona asks for {setup.fps} fps")
+    if options.dit_workers:
+        from avatar.liveavatar.tpp.generator import TPPGenerator
+
+        return TPPGenerator(options, setup)
     return LiveAvatarGenerator(options, setup)
 
 

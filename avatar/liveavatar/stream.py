@@ -22,7 +22,7 @@ import torch
 
 from avatar.liveavatar.cache import CondCache, KVRing
 from avatar.liveavatar.config import StreamConfig
-from avatar.liveavatar.dit import CausalS2VDiT, TextKV
+from avatar.liveavatar.dit import AudioTokens, CausalS2VDiT, TextKV
 from avatar.liveavatar.schedule import FlowMatchSchedule
 
 RelativeDistance = Callable[[], int]
@@ -79,6 +79,24 @@ class ClipNoise:
         return self._clip[1][:, within * f:(within + 1) * f]
 
 
+def step_ring(model: CausalS2VDiT, cfg: StreamConfig, ref_latent: torch.Tensor) -> KVRing:
+    """An empty self-attention KV ring for one denoising step (`cfg.ring_frames` latent frames of tokens)."""
+    mc = model.cfg
+    lat_h, lat_w = ref_latent.shape[-2:]
+    tokens_per_frame = (lat_h // mc.patch_size[1]) * (lat_w // mc.patch_size[2])
+    return KVRing(mc.num_layers, cfg.ring_frames * tokens_per_frame, mc.num_heads, mc.head_dim,
+                  dtype=model.compute_dtype, device=ref_latent.device)
+
+
+def denoise_step(model: CausalS2VDiT, schedule: FlowMatchSchedule, step: int, x: torch.Tensor, text: TextKV,
+                 audio: AudioTokens, ring: KVRing, cond: CondCache, start_frame: int, relative_dist: int,
+                 cond_states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One timestep-forced step of a block: the DiT with step `step`'s own ring, then the Euler update -> (v, x)."""
+    t = schedule.timesteps[step]
+    v = model.forward_block(x, t.repeat(x.shape[1]), text, audio, ring, cond, start_frame, relative_dist, cond_states)
+    return v, schedule.step(step, v, x)
+
+
 @dataclass
 class StepRecord:
     """What one DiT call produced (for parity tests and profiling hooks)."""
@@ -108,14 +126,7 @@ class BlockStreamer:
         self._next_sink: torch.Tensor | None = None
         self.sink_latent = ref_latent
         self.cond: CondCache = model.prefill(ref_latent, motion_latents, text, cfg.frames_per_block)
-        mc = model.cfg
-        lat_h, lat_w = ref_latent.shape[-2:]
-        tokens_per_frame = (lat_h // mc.patch_size[1]) * (lat_w // mc.patch_size[2])
-        self.rings = [
-            KVRing(mc.num_layers, cfg.ring_frames * tokens_per_frame, mc.num_heads, mc.head_dim,
-                   dtype=model.compute_dtype, device=ref_latent.device)
-            for _ in range(cfg.num_steps)
-        ]
+        self.rings = [step_ring(model, cfg, ref_latent) for _ in range(cfg.num_steps)]
 
     @property
     def start_frame(self) -> int:
@@ -137,12 +148,10 @@ class BlockStreamer:
         # once per block: the reference re-encodes the same audio in each of the 4 calls, with the same result
         audio = self.model.encode_audio(audio_features, prepend=cfg.motion_frames, drop=cfg.motion_latent_frames)
         x = self.noise(self.block_index).to(self.sink_latent.device)
-        frames = x.shape[1]
-        for i, t in enumerate(self.schedule.timesteps):
+        for i in range(len(self.schedule)):
             d = self.relative_dist()
-            v = self.model.forward_block(x, t.repeat(frames), self.text, audio, self.rings[i], self.cond,
-                                         self.start_frame, d, cond_states)
-            x = self.schedule.step(i, v, x)
+            v, x = denoise_step(self.model, self.schedule, i, x, self.text, audio, self.rings[i], self.cond,
+                                self.start_frame, d, cond_states)
             if self.on_step is not None:
                 self.on_step(StepRecord(self.block_index, i, d, v, x))
         if self.block_index == 0 and cfg.sink_refresh_block is not None:

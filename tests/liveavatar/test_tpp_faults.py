@@ -54,7 +54,7 @@ def test_a_killed_worker_raises_within_5_s_and_nothing_is_left():
 
 
 def test_a_hung_worker_raises_within_5_s_and_nothing_is_left():
-    gen = TPPGenerator(Options(dit_workers=1, heartbeat_timeout_s=2.0), make_setup("silence"))
+    gen = TPPGenerator(Options(dit_workers=1), make_setup("silence"))  # default heartbeat_timeout_s (3 s)
     elapsed, error, pids = asyncio.run(_fault_mid_stream(gen, 1, signal.SIGSTOP))  # the decode worker freezes
     assert elapsed < FAULT_DEADLINE_S, f"the error took {elapsed:.2f} s"
     assert "decode worker" in str(error) and "not responding" in str(error)
