@@ -118,6 +118,7 @@ BENCHMARKS = {
     "soak": "30 minutes of the live loop at 8x speed: RSS slope and A/V drift",
     "omni": "vLLM-Omni client overhead: first audio byte -> first avatar frame with that audio",
     "liveavatar": "LiveAvatar tiny config: blocks/s, time per part, RSS after 100 vs 2000 blocks",
+    "tpp": "LiveAvatar TPP: frames/s and time-to-first-frame with 1 vs 2 DiT workers, next to the schedule model",
     "portrait": "portrait avatar frames/s at 512x512 on one core (pins the process: runs last)",
 }
 
@@ -146,5 +147,9 @@ def run_benchmarks(which: list[str], frames: int, out: IO[str]) -> None:
             from avatar.liveavatar.bench import main as liveavatar_bench
 
             liveavatar_bench([])
+        elif name == "tpp":
+            from avatar.liveavatar.tpp.bench import main as tpp_bench
+
+            tpp_bench([])
         elif name == "portrait":
             bench_portrait(out, frames)

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     duet.add_argument("--max-seconds", type=float, default=None, help="stop the video at this length (seconds)")
     duet.add_argument("--max-turns", type=int, default=None, help="stop after this many turns")
     duet.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (default 0)")
+    duet.add_argument("--dit-workers", type=int, default=None, metavar="D",
+                      help="liveavatar avatars: D DiT worker processes (1, 2 or 4; 0 = in-process)")
     duet.set_defaults(run=_run_duet)
 
     chat = sub.add_parser("chat", help="talk with one persona, live")
@@ -56,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--headphones", action="store_true", help="local devices: no echo guard (you can interrupt the avatar)")
     chat.add_argument("--size", type=int, default=512, help="avatar frame size in pixels (default 512)")
     chat.add_argument("--metrics", type=Path, default=None, help="append per-turn latency figures to this JSON-lines file")
+    chat.add_argument("--dit-workers", type=int, default=None, metavar="D",
+                      help="liveavatar avatar: D DiT worker processes (1, 2 or 4; 0 = in-process)")
     chat.set_defaults(run=_run_chat)
 
     check = sub.add_parser("check", help="validate persona or duet YAML files without running them")
@@ -64,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="print benchmark figures as JSON lines")
     bench.add_argument("what", nargs="*", default=["duet", "portrait"],
-                       help="any of: duet, latency, soak, omni, liveavatar, portrait (default: duet portrait)")
+                       help="any of: duet, latency, soak, omni, liveavatar, tpp, portrait (default: duet portrait)")
     bench.add_argument("--frames", type=int, default=500, help="portrait frames to time (default 500)")
     bench.set_defaults(run=_run_bench)
     return parser
@@ -77,6 +81,8 @@ def _run_chat(args: argparse.Namespace, console: Console) -> int:
     from devices.local import DeviceError
 
     persona = load_persona(args.persona, check_face=True)
+    if args.dit_workers is not None:
+        persona = _with_dit_workers([persona], args.dit_workers)[0]
     if not args.browser and not args.wav and not args.headphones and persona.turn_taking.echo_guard_s == 0:
         # Speakers without echo cancellation: the avatar would hear itself and stop. Guard its speech.
         persona = persona.model_copy(update={"turn_taking": persona.turn_taking.model_copy(update={"echo_guard_s": 1e9})})
@@ -148,6 +154,25 @@ def _event_printer(console: Console):  # noqa: ANN202
     return show
 
 
+def _with_dit_workers(personas: list, workers: int) -> list:  # noqa: ANN001 - Persona objects
+    """The personas with `dit_workers` set on their liveavatar avatars; an error if none has one."""
+    from pydantic import ValidationError
+
+    from avatar.liveavatar.backend import with_dit_workers
+
+    if not any(p.avatar_backend == "liveavatar" for p in personas):
+        raise ConfigError([f"--dit-workers: no persona uses the liveavatar avatar backend ({', '.join(str(p.source) for p in personas)})"])
+    out = []
+    for persona in personas:
+        if persona.avatar_backend == "liveavatar":
+            try:
+                persona = persona.model_copy(update={"avatar_options": with_dit_workers(persona.avatar_options, workers)})
+            except ValidationError as exc:
+                raise ConfigError([f"--dit-workers {workers}: {exc.errors()[0]['msg']}"]) from None
+        out.append(persona)
+    return out
+
+
 def _run_check(args: argparse.Namespace, console: Console) -> int:
     problems: list[str] = []
     for path in args.files:
@@ -166,6 +191,8 @@ def _run_duet(args: argparse.Namespace, console: Console) -> int:
     from agent.render import render_duet
 
     duet = load_duet(args.config, check_face=True)
+    if args.dit_workers is not None:
+        duet = duet.model_copy(update={"personas": tuple(_with_dit_workers(list(duet.personas), args.dit_workers))})
     max_seconds = args.max_seconds or duet.spec.max_seconds
     max_turns = args.max_turns or duet.spec.max_turns
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("turns"),

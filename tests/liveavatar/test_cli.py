@@ -29,3 +29,21 @@ def test_duet_with_tiny_liveavatar_renders_an_mp4(tmp_path):
         frames = sum(1 for _ in container.decode(video=0))
         assert container.streams.audio, "the voice is muxed with the video"
     assert frames == 50, "2 s at 25 fps"
+
+
+def test_dit_workers_flag_runs_the_duet_on_worker_processes(tmp_path):
+    import psutil
+
+    nova, iris = persona(tmp_path, "nova"), persona(tmp_path, "iris")
+    duet = tmp_path / "duet.yaml"
+    duet.write_text(f"agents: [{nova}, {iris}]\nsize: [64, 64]\nmax_turns: 1\nmax_seconds: 1\n")
+    out = tmp_path / "duet.mp4"
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert main(["duet", str(duet), "--out", str(out), "--max-seconds", "1", "--dit-workers", "2"]) == 0
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 25
+    alive = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    left = [" ".join(p.cmdline()) for p in alive]
+    left = [cmd for cmd in left if "multiprocessing.resource_tracker" not in cmd]  # Python's own helper, shared by all
+    assert left == [], "worker processes outlived the duet"
+    assert main(["duet", str(duet), "--out", str(out), "--dit-workers", "3"]) == 2  # 3 does not divide 4 steps
