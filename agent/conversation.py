@@ -35,6 +35,7 @@ PRE_ROLL_S = 0.3  # audio kept before the VAD's onset (it detects speech a littl
 POST_ROLL_S = 0.15  # and after the last speech window
 HISTORY_S = 120.0  # microphone audio kept for turn extraction (longer turns are cut to this)
 DEAD_GENERATIONS_KEPT = 64
+PLAN_AHEAD_S = 0.015  # a frame is requested this long before it is due (rendering takes a few ms)
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -301,8 +302,14 @@ class Conversation:
     async def _present(self) -> None:
         fps = self.agent.avatar.fps
         start = self.clock.now()
-        async for frame in self.agent.avatar.frames():
-            await self.clock.sleep_until(start + frame.index / fps)
+        frames = self.agent.avatar.frames()
+        shown = 0  # frames presented by this conversation (the avatar's own index may have started earlier)
+        while True:
+            # Ask for each frame shortly before it is due, so speech that arrives meanwhile makes it in.
+            await self.clock.sleep_until(start + shown / fps - PLAN_AHEAD_S)
+            frame = await anext(frames)
+            await self.clock.sleep_until(start + shown / fps)
+            shown += 1
             if frame.generation is not None and (self._holding or frame.generation in self._dead):
                 frame = replace(frame, audio=np.zeros_like(frame.audio), generation=None)
             for sink in self.sinks:

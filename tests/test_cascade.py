@@ -58,8 +58,8 @@ def test_a_spoken_question_is_heard_answered_and_spoken_piece_by_piece(cascade: 
 def test_the_shaped_persona_voices_stay_intelligible(cascade: CascadeDialogue, examples: Path) -> None:
     for name in ("nova", "iris"):
         voice = load_persona(examples / f"{name}.yaml").voice
-        heard = cascade.asr.transcribe(spoken("Good morning, the weather is lovely today.", voice).pcm)
-        assert "weather is lovely" in heard.lower(), f"{name}: Whisper heard {heard!r}"
+        heard = cascade.asr.transcribe(spoken("Good morning, the weather is lovely today.", voice).pcm).lower()
+        assert all(word in heard for word in ("good morning", "weather", "lovely", "today")), f"{name}: Whisper heard {heard!r}"
 
 
 def test_fillers_and_silence_get_no_answer(cascade: CascadeDialogue) -> None:
