@@ -123,7 +123,7 @@ async def run_latency(turns: int, barge_ins: int, persona_path: Path, out: IO[st
     return {"responses": responses, "barges": barges, "stage": stage, "turns": len(measured)}
 
 
-def bench_latency(out: IO[str], turns: int = 12, barge_ins: int = 5, persona: Path | None = None) -> None:
+def bench_latency(out: IO[str], turns: int = 16, barge_ins: int = 5, persona: Path | None = None) -> None:
     """Median response and barge-in latency with the embedded cascade and the portrait avatar."""
     figures = asyncio.run(run_latency(turns, barge_ins, persona or EXAMPLES / "nova-live.yaml", out))
     cores = len(os.sched_getaffinity(0))

@@ -203,6 +203,10 @@ class Conversation:
                 self._note_barge_in(event.onset)
             await self._interrupt_current()
 
+    async def _on_turn_events(self, events: list[TurnEvent]) -> None:
+        for event in events:
+            await self._on_turn_event(event)
+
     async def _on_turn_ended(self, event: UserTurnEnded) -> None:
         prepared, self._prepared = self._prepared, None
         if prepared is not None and prepared[1] == (event.onset, event.speech_end):
@@ -294,6 +298,12 @@ class Conversation:
     def _on_reply_event(self, event: ReplyEvent, reply: Reply) -> None:
         if isinstance(event, Transcript):
             self._emit(type="transcript", role="user", text=event.text, generation=reply.generation)
+            if self._prepared is not None and self._prepared[0] is reply and event.text.rstrip().endswith("?"):
+                events = self.taker.turn_is_a_question(self.clock.now(), *self._prepared[1])
+                if events:
+                    task = asyncio.create_task(self._on_turn_events(events), name=f"question-{reply.generation}")
+                    self._deciding.add(task)
+                    task.add_done_callback(self._deciding.discard)
         elif isinstance(event, TextDelta) and reply.released:
             self._emit(type="transcript", role="agent", text=event.text, generation=reply.generation, delta=True)
 

@@ -25,6 +25,9 @@ class TurnOptions(BaseModel):
     """Seconds of continuous speech before a user turn starts."""
     end_of_turn_silence_s: Annotated[float, Field(ge=0.1, le=5.0)] = 0.6
     """Seconds of silence after speech that end the user's turn."""
+    question_end_silence_s: Annotated[float, Field(ge=0.1, le=5.0)] = 0.3
+    """Seconds of silence that end a turn whose words so far end in a question mark (when the dialogue backend
+    transcribes the user early, as the cascade does): questions are complete turns, so the reply comes sooner."""
     interruptions: bool = True
     """Whether the user may barge in while the avatar speaks."""
     interruption_min_speech_s: Annotated[float, Field(ge=0.0, le=3.0)] = 0.2

@@ -78,7 +78,7 @@ class InterruptAgent(TurnEvent):
     onset: float | None = None
 
 
-PREEMPT_SILENCE_S = 0.2  # silence after which a reply may be prepared before the turn is over
+PREEMPT_SILENCE_S = 0.12  # silence after which a reply may be prepared before the turn is over
 
 
 class TurnTaker:
@@ -94,6 +94,7 @@ class TurnTaker:
         self._speech_end: float | None = None  # end of the last speech window
         self._in_turn = False  # a speech run long enough to be a turn (or an interruption) is in progress
         self._preempted = False
+        self._question = False  # the words so far end in a question mark (a hint from speech recognition)
         self._awaiting_verdict_since: float | None = None  # paused, user's turn ended, waiting for commit/reject
         self._agent_speaking = False
         self._agent_started_at = -1e9
@@ -122,7 +123,7 @@ class TurnTaker:
             if self._onset is None:
                 self._onset, self._speech_run = start, 0.0
             if self._preempted:
-                self._preempted = False
+                self._preempted, self._question = False, False
                 events.append(UserResumed(end))
             self._speech_run += dt
             self._silence_run = 0.0
@@ -133,6 +134,13 @@ class TurnTaker:
             events += self._on_silence(end)
         events += self._check_timeout(end)
         return events
+
+    def turn_is_a_question(self, t: float, onset: float, speech_end: float) -> list[TurnEvent]:
+        """The words of the turn that paused at `speech_end` end in a question mark: a shorter silence ends it."""
+        if not self._in_turn or (self._onset, self._speech_end) != (onset, speech_end):
+            return []  # the user has gone on speaking since
+        self._question = True
+        return self._end_turn(t) if self._silence_run >= self.options.question_end_silence_s else []
 
     def commit_turn(self, t: float) -> list[TurnEvent]:
         """The user's turn over the paused avatar was real (it had words): interrupt the held reply."""
@@ -184,18 +192,23 @@ class TurnTaker:
             return []
         events: list[TurnEvent] = []
         assert self._onset is not None and self._speech_end is not None
-        if not self._preempted and self._silence_run >= PREEMPT_SILENCE_S and self._silence_run < o.end_of_turn_silence_s:
+        if not self._preempted and PREEMPT_SILENCE_S <= self._silence_run < o.end_of_turn_silence_s:
             self._preempted = True
             events.append(UserPaused(t, self._onset, self._speech_end))
-        if self._silence_run >= o.end_of_turn_silence_s:
-            over_agent = self.floor == Floor.PAUSED
-            events.append(UserTurnEnded(t, self._onset, self._speech_end, over_agent))
-            self._in_turn, self._preempted, self._onset = False, False, None
-            if over_agent:
-                self._awaiting_verdict_since = t
-            elif self.floor == Floor.USER:
-                self.floor = Floor.IDLE
+        if self._silence_run >= (o.question_end_silence_s if self._question else o.end_of_turn_silence_s):
+            events += self._end_turn(t)
         return events
+
+    def _end_turn(self, t: float) -> list[TurnEvent]:
+        assert self._onset is not None and self._speech_end is not None
+        over_agent = self.floor == Floor.PAUSED
+        event = UserTurnEnded(t, self._onset, self._speech_end, over_agent)
+        self._in_turn, self._preempted, self._question, self._onset = False, False, False, None
+        if over_agent:
+            self._awaiting_verdict_since = t
+        elif self.floor == Floor.USER:
+            self.floor = Floor.IDLE
+        return [event]
 
     def _check_timeout(self, t: float) -> list[TurnEvent]:
         if self._awaiting_verdict_since is None:

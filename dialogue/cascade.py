@@ -49,19 +49,19 @@ class Options(BaseModel):
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.5
     threads: Annotated[int, Field(ge=1, le=64)] = 2
     """CPU threads for speech recognition."""
-    llm_threads: Annotated[int, Field(ge=1, le=64)] = 1
-    """CPU threads for the local LLM. One is the robust choice: llama.cpp's threads wait for each other
-    by spinning, so when anything else (speech synthesis, the avatar) takes a core, two threads can run
-    ten times slower than one."""
-    history_turns: Annotated[int, Field(ge=0, le=64)] = 6
+    llm_threads: Annotated[int, Field(ge=1, le=64)] = 2
+    """CPU threads for the local LLM. The cascade pauses the LLM while it synthesizes speech, so the two
+    never fight for cores; but llama.cpp's threads wait for each other by spinning, so on a 2-core machine
+    that other programs keep busy, 1 is the robust choice (two threads can then run ten times slower)."""
+    history_turns: Annotated[int, Field(ge=0, le=64)] = 16
     """Most past exchanges sent with each request. When the history outgrows it, the older half is
     dropped at once, so the prompt's beginning stays the same for several turns and llama.cpp reuses
     its cache instead of re-reading the whole history every turn."""
     ignore_fillers: bool = True
     """A turn that is only "um", "mm-hmm", ... gets no reply (a barge-in with it resumes the avatar)."""
-    first_clause_words: Annotated[int, Field(ge=0, le=20)] = 4
+    first_clause_words: Annotated[int, Field(ge=0, le=20)] = 3
     """Speak the reply's first clause (cut at a comma after this many words) before the sentence ends; 0 = whole sentences."""
-    first_piece_max_words: Annotated[int, Field(ge=0, le=40)] = 7
+    first_piece_max_words: Annotated[int, Field(ge=0, le=40)] = 3
     """With no comma by then, the first piece is cut after this many words (0 = wait for punctuation)."""
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.turn_options import TurnOptions
-from agent.turns import Floor, TurnTaker
+from agent.turns import PREEMPT_SILENCE_S, Floor, TurnTaker, UserTurnEnded
 
 W = 0.032  # one silero window
 
@@ -32,7 +32,7 @@ def test_a_user_turn_starts_after_0_2_s_of_speech_and_ends_after_the_silence_win
     assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserTurnEnded"]
     started, paused, ended = events
     assert started.onset == pytest_approx(1.0) and started.t - started.onset == pytest_approx(0.2)
-    assert paused.t - ended.speech_end == pytest_approx(0.2)
+    assert paused.t - ended.speech_end == pytest_approx(PREEMPT_SILENCE_S)
     assert ended.speech_end == pytest_approx(2.5) and ended.t - ended.speech_end == pytest_approx(0.6) and not ended.over_agent
     assert taker.floor == Floor.IDLE
 
@@ -97,3 +97,23 @@ def test_interruptions_off_and_echo_guard() -> None:
     guarded = TurnTaker(TurnOptions(interruption_min_speech_s=0.25, echo_guard_s=3.0))
     assert play(guarded, [(1.0, 2.0, 0.9)], agent=[(0.5, True)], until=2.5) == []  # within 3 s of the avatar starting
     assert kinds(play(guarded, [(4.0, 4.5, 0.9)], until=4.5)) == ["PauseAgent", "UserTurnStarted"]
+
+
+def test_a_question_ends_the_turn_after_a_shorter_silence() -> None:
+    taker = TurnTaker(TurnOptions(end_of_turn_silence_s=0.6, question_end_silence_s=0.35))
+    events = play(taker, [(1.0, 2.0, 0.9)], until=2.2)
+    paused = events[-1]
+    assert kinds(events) == ["UserTurnStarted", "UserPaused"]
+    assert taker.turn_is_a_question(2.2, paused.onset + 1.0, paused.speech_end) == []  # a stale transcript is ignored
+    assert taker.turn_is_a_question(2.2, paused.onset, paused.speech_end) == []  # only 0.2 s of silence so far
+    rest = []
+    t = 2.208
+    while not rest:
+        rest = taker.vad(t, t + W, 0.0)
+        t = round(t + W, 6)
+    [ended] = rest
+    assert isinstance(ended, UserTurnEnded) and ended.t - ended.speech_end == pytest_approx(0.35)
+    late = TurnTaker(TurnOptions(question_end_silence_s=0.35))
+    events = play(late, [(1.0, 2.0, 0.9)], until=2.45)  # the transcript arrives after 0.4 s of silence
+    [now] = late.turn_is_a_question(2.45, events[-1].onset, events[-1].speech_end)
+    assert isinstance(now, UserTurnEnded) and now.t == 2.45
