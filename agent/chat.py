@@ -11,7 +11,7 @@ from typing import Any
 from agent.agents import Agent, build_agent
 from agent.clock import Clock
 from agent.config import Persona
-from agent.conversation import Conversation
+from agent.conversation import Conversation, LiveDuetPlan
 from agent.metrics import MetricsLog
 from devices.browser.server import BrowserServer, BrowserSession
 from devices.sink import FrameSink
@@ -25,13 +25,16 @@ def make_agent(persona: Persona, size: tuple[int, int] = (512, 512), fps: float 
     return build_agent(persona, size, fps, audio_rate, underrun="silence")
 
 
-async def serve_browser(agent: Agent, host: str, port: int, token: str | None, metrics: MetricsLog,
-                        on_event: Printer | None = None, ready: Callable[[BrowserServer], None] | None = None) -> None:  # fmt: skip
-    """Serve the page until cancelled; each connected page gets a fresh conversation with `agent`."""
+async def serve_browser(agent: Agent | list[Agent], host: str, port: int, token: str | None, metrics: MetricsLog,
+                        on_event: Printer | None = None, ready: Callable[[BrowserServer], None] | None = None,
+                        duet: LiveDuetPlan | None = None) -> None:  # fmt: skip
+    """Serve the page until cancelled; each connected page gets a fresh conversation (or live duet) with the agent(s)."""
     clock = Clock()
+    agents = agent if isinstance(agent, list) else [agent]
 
     async def run_session(session: BrowserSession) -> None:
-        agent.avatar.clear()
+        for each in agents:
+            each.avatar.clear()
         outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
         def post(event: dict[str, Any]) -> None:
@@ -44,7 +47,7 @@ async def serve_browser(agent: Agent, host: str, port: int, token: str | None, m
                 await session.send_event(await outbox.get())
 
         sender = asyncio.create_task(send_events(), name="browser-events")
-        conversation = Conversation(agent, session, [session], clock, metrics=metrics, on_event=post, camera=lambda: session.camera)
+        conversation = Conversation(agents, session, [session], clock, metrics=metrics, on_event=post, camera=lambda: session.camera, duet=duet)
         try:
             await conversation.run()
         finally:
@@ -52,8 +55,10 @@ async def serve_browser(agent: Agent, host: str, port: int, token: str | None, m
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
 
-    server = BrowserServer(run_session, clock.now, host, port, token,
-                           config={"fps": agent.avatar.fps, "audio_rate": agent.avatar.audio_rate, "size": list(agent.avatar.size), "name": agent.name})  # fmt: skip
+    width, height = agents[0].avatar.size
+    config = {"fps": agents[0].avatar.fps, "audio_rate": agents[0].avatar.audio_rate, "size": [width * len(agents), height],
+              "name": " & ".join(a.name for a in agents)}  # fmt: skip
+    server = BrowserServer(run_session, clock.now, host, port, token, config=config)
     await server.start()
     if ready is not None:
         ready(server)
@@ -63,10 +68,10 @@ async def serve_browser(agent: Agent, host: str, port: int, token: str | None, m
         await server.aclose()
 
 
-async def converse(agent: Agent, source: AudioSource, sinks: list[FrameSink], metrics: MetricsLog, clock: Clock,
-                   until: float | None = None, on_event: Printer | None = None) -> Conversation:  # fmt: skip
-    """Run one conversation with local or file devices until `until` (clock seconds) or the source ends."""
-    conversation = Conversation(agent, source, sinks, clock, metrics=metrics, on_event=on_event)
+async def converse(agent: Agent | list[Agent], source: AudioSource, sinks: list[FrameSink], metrics: MetricsLog, clock: Clock,
+                   until: float | None = None, on_event: Printer | None = None, duet: LiveDuetPlan | None = None) -> Conversation:  # fmt: skip
+    """Run one conversation (or live duet) with local or file devices until `until` (clock seconds) or the source ends."""
+    conversation = Conversation(agent, source, sinks, clock, metrics=metrics, on_event=on_event, duet=duet)
     try:
         await conversation.run(until)
     finally:

@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     duet.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (default 0)")
     duet.add_argument("--dit-workers", type=int, default=None, metavar="D",
                       help="liveavatar avatars: D DiT worker processes (1, 2 or 4; 0 = in-process)")
+    live = duet.add_mutually_exclusive_group()
+    live.add_argument("--browser", action="store_true", help="play the duet live in a page; speak to barge in on either agent")
+    live.add_argument("--wav", type=Path, help="play the duet live with this WAV file as your voice (with --out: record it)")
+    duet.add_argument("--host", default="127.0.0.1", help="with --browser: address to serve on (others need --token)")
+    duet.add_argument("--port", type=int, default=8765, help="with --browser: port (default 8765)")
+    duet.add_argument("--token", default=None, help="with --browser: secret the page must present")
+    duet.add_argument("--no-open", action="store_true", help="with --browser: do not open the page")
     duet.set_defaults(run=_run_duet)
 
     chat = sub.add_parser("chat", help="talk with one persona, live")
@@ -137,21 +144,58 @@ def _event_printer(console: Console):  # noqa: ANN202
 
     def show(event: dict) -> None:
         kind = event.get("type")
-        if kind == "transcript" and not event.get("delta"):
-            who = "[cyan]you[/]" if event["role"] == "user" else "[yellow]avatar[/]"
-            console.print(f"{who}: {event['text']}", highlight=False)
-        elif kind == "transcript":
-            console.print(f"[yellow]avatar[/]: …{event['text']}", highlight=False)
+        if kind == "transcript":
+            who = "[cyan]you[/]" if event["role"] == "user" else f"[yellow]{event.get('speaker') or 'avatar'}[/]"
+            console.print(f"{who}: {'…' if event.get('delta') else ''}{event['text'].strip()}", highlight=False)
         elif kind == "interrupted":
             console.print(f"[magenta]interrupted[/] (heard: {event['heard']!r})", highlight=False)
         elif kind == "metrics" and event.get("response_latency_s") is not None:
             barge = event.get("barge_in_latency_s")
-            console.print(f"[dim]turn {event['turn']}: response {event['response_latency_s']:.2f} s"
+            heard = {"user": "you", "agent": "the other agent", "opening": "the opening"}.get(event.get("heard_from"), "you")
+            console.print(f"[dim]{event.get('speaker') or 'avatar'} answered {heard}: response {event['response_latency_s']:.2f} s"
                           + (f", barge-in {barge:.2f} s" if barge is not None else "") + "[/]", highlight=False)  # fmt: skip
         elif kind == "error":
             console.print(f"[bold red]error:[/] {event['message']}", highlight=False)
 
     return show
+
+
+def _live_duet(args: argparse.Namespace, duet, console: Console) -> int:  # noqa: ANN001 - a Duet
+    """The duet played live (real time): the agents talk on their own; the person can barge in on either."""
+    from agent.chat import converse, make_agent, serve_browser
+    from agent.clock import Clock
+    from agent.conversation import LiveDuetPlan
+    from agent.metrics import MetricsLog
+
+    spec = duet.spec
+    plan = LiveDuetPlan(spec.opening, args.max_turns or spec.max_turns, spec.turn_gap_s, spec.lead_in_s)
+    with console.status("loading the agents…"):
+        agents = [make_agent(p, spec.size, spec.fps, spec.audio_rate) for p in duet.personas]
+    metrics, show = MetricsLog(), _event_printer(console)
+    if args.browser:
+        def ready(server) -> None:  # noqa: ANN001
+            console.print(f"[green]open[/] {server.url}  (Ctrl-C to stop)", highlight=False)
+            if not args.no_open:
+                import webbrowser
+
+                webbrowser.open(server.url)
+
+        asyncio.run(serve_browser(agents, args.host, args.port, args.token, metrics, show, ready, duet=plan))
+        return 0
+    from devices.mp4 import MP4Sink
+    from devices.sources import WavFileSource
+
+    clock = Clock()
+    try:
+        source = WavFileSource(clock, args.wav, tail_s=args.max_seconds or spec.max_seconds)
+    except ValueError as exc:
+        raise ConfigError([f"--wav: {exc}"]) from None
+    width, height = spec.size
+    sinks = [MP4Sink(args.out, (width * 2, height), spec.fps, spec.audio_rate)] if args.out else []
+    until = args.max_seconds or spec.max_seconds
+    asyncio.run(converse(agents, source, sinks, metrics, clock, until=until, on_event=show, duet=plan))
+    console.print(f"[green]done[/]: {len(metrics.turns)} turns" + (f", recorded {args.out}" if args.out else ""), highlight=False)
+    return 0
 
 
 def _with_dit_workers(personas: list, workers: int) -> list:  # noqa: ANN001 - Persona objects
@@ -193,6 +237,8 @@ def _run_duet(args: argparse.Namespace, console: Console) -> int:
     duet = load_duet(args.config, check_face=True)
     if args.dit_workers is not None:
         duet = duet.model_copy(update={"personas": tuple(_with_dit_workers(list(duet.personas), args.dit_workers))})
+    if args.browser or args.wav:
+        return _live_duet(args, duet, console)
     max_seconds = args.max_seconds or duet.spec.max_seconds
     max_turns = args.max_turns or duet.spec.max_turns
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("turns"),

@@ -1,10 +1,15 @@
-"""A live conversation between a person and one agent: listen, take turns, answer, yield the floor.
+"""A live conversation between a person and one agent (or two agents talking, whom the person may interrupt).
 
 Two named tasks do the work, as in LiveKit's avatar runner: `_listen` feeds the microphone through
 the VAD into the TurnTaker and acts on its events; `_present` pulls the avatar's frames at real
 time and writes them to every sink. Each reply is a generation (see agent.replies.Reply): an
 interrupt cancels its dialogue stream, clears the avatar, flushes every sink, and from then on any
 frame still stamped with it is silenced before it reaches a sink.
+
+With two agents and a `LiveDuetPlan`, the agents take turns by themselves (each one's speech as heard is
+the other's next turn) and their frames are composed side by side; when the person speaks over an
+agent, that agent pauses, and if the person really took the floor, it answers the person and the duet
+goes on from there.
 """
 
 from __future__ import annotations
@@ -12,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from agent.agents import Agent
 from agent.clock import Clock
+from agent.compose import Compositor
 from agent.metrics import MetricsLog, TurnMetrics
 from agent.replies import Reply
 from agent.turn_options import TurnOptions
@@ -38,6 +44,16 @@ DEAD_GENERATIONS_KEPT = 64
 PLAN_AHEAD_S = 0.015  # a frame is requested this long before it is due (rendering takes a few ms)
 
 EventCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class LiveDuetPlan:
+    """How two agents keep talking on their own: the first turn, the pause between turns, when to stop."""
+
+    opening: str | None = None  # what the first agent hears first (text)
+    max_turns: int = 12  # agent turns in all, the person's interruptions not counted
+    turn_gap_s: float = 0.4  # silence between one agent's last word and the other's first
+    lead_in_s: float = 0.8  # before the first turn
 
 
 class _MicHistory:
@@ -67,11 +83,12 @@ class _MicHistory:
 
 
 class Conversation:
-    """A person (through `source` and `sinks`) talking with `agent`, until cancelled or `run(until)`."""
+    """A person (through `source` and `sinks`) talking with `agent` — or with two agents talking to each
+    other when `duet` is given — until cancelled or `run(until)`."""
 
     def __init__(
         self,
-        agent: Agent,
+        agent: Agent | Sequence[Agent],
         source: AudioSource,
         sinks: list[FrameSink],
         clock: Clock,
@@ -81,17 +98,28 @@ class Conversation:
         preempt: bool = True,
         vad: SileroVAD | None = None,
         camera: Callable[[], np.ndarray | None] | None = None,
+        duet: LiveDuetPlan | None = None,
     ) -> None:
-        self.agent = agent
+        self.agents = [agent] if isinstance(agent, Agent) else list(agent)
+        if duet is not None and len(self.agents) != 2:
+            raise ValueError(f"a live duet needs two agents, got {len(self.agents)}")
+        self.duet = duet
+        self.agent = self.agents[0]  # the one who answers the person: the last one to speak
         self.source = source
         self.sinks = sinks
         self.clock = clock
-        self.options = options or agent.persona.turn_taking
+        self.options = options or self.agents[0].persona.turn_taking
         self.metrics = metrics or MetricsLog()
         self.on_event = on_event or (lambda event: None)
         self.preempt = preempt
         self.camera = camera or (lambda: None)
-        self.taker = TurnTaker(self.options, can_pause=agent.avatar.can_pause)
+        self.taker = TurnTaker(self.options, can_pause=all(a.avatar.can_pause for a in self.agents))
+        self._compositor = None if len(self.agents) == 1 else Compositor(
+            self.agents[0].avatar.size, len(self.agents), names=[a.name for a in self.agents])  # fmt: skip
+        self._owner: dict[int, Agent] = {}  # generation -> the agent speaking it
+        self._voice: dict[int, list[np.ndarray]] = {}  # duet: each reply's audio as heard, for the other agent
+        self._agent_turns = 0
+        self._next_turn: asyncio.Task | None = None
         self._vad = vad or SileroVAD()
         self._mic = _MicHistory()
         self._resampler: StreamResampler | None = None
@@ -117,6 +145,9 @@ class Conversation:
         listen = asyncio.create_task(self._listen(), name="conversation-listen")
         present = asyncio.create_task(self._present(), name="conversation-present")
         tasks = {listen, present}
+        if self.duet is not None:
+            opening = UserTurn(text=self.duet.opening) if self.duet.opening else UserTurn()
+            self._schedule_agent_turn(self.agents[0], opening, self.duet.lead_in_s)
         try:
             if until is None:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -132,7 +163,7 @@ class Conversation:
 
     async def _teardown(self, tasks: set[asyncio.Task]) -> None:
         """Symmetric shutdown: replies first (their streams close), then the two tasks."""
-        for task in list(self._deciding):
+        for task in list(self._deciding) + ([self._next_turn] if self._next_turn else []):
             task.cancel()
         replies = [r for r in (self._current, self._prepared[0] if self._prepared else None) if r is not None]
         for reply in replies:
@@ -175,6 +206,8 @@ class Conversation:
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         if isinstance(event, UserTurnStarted):
+            if self._next_turn is not None:
+                self._next_turn.cancel()  # the person takes the floor before the next agent does
             self._emit(type="state", state="user_speaking")
         elif isinstance(event, UserPaused):
             if self.preempt:
@@ -187,13 +220,15 @@ class Conversation:
             await self._on_turn_ended(event)
         elif isinstance(event, PauseAgent):
             self._holding = True
-            self.agent.avatar.pause()
+            for agent in self.agents:
+                agent.avatar.pause()
             await self._flush_sinks()
             self._note_barge_in(event.onset)
             self._emit(type="state", state="paused")
         elif isinstance(event, ResumeAgent):
             self._holding = False
-            self.agent.avatar.resume()
+            for agent in self.agents:
+                agent.avatar.resume()
             if self._current is not None and self._current.generation in self._open_metrics:
                 self._open_metrics[self._current.generation][1].resumed = True
             self._emit(type="state", state="speaking")
@@ -216,7 +251,8 @@ class Conversation:
                 await self._discard(prepared[0])
             reply, early = self._new_reply(self._user_turn(event.onset, event.speech_end)), False
         self._turns += 1
-        metrics = TurnMetrics(self._turns, reply.generation, event.onset, event.speech_end, event.t, prepared_early=early)
+        speaker = self._owner[reply.generation].name
+        metrics = TurnMetrics(self._turns, reply.generation, event.onset, event.speech_end, event.t, prepared_early=early, speaker=speaker)
         self._open_metrics[reply.generation] = (reply, metrics)
         self._emit(type="state", state="thinking")
         if event.over_agent:
@@ -242,13 +278,15 @@ class Conversation:
         """Make `reply` the one the avatar speaks; whatever it was speaking is interrupted."""
         if self._current is not None and self._current is not reply:
             await self._interrupt_current()
-        if self.agent.avatar.can_pause:
-            self.agent.avatar.resume()
+        for agent in self.agents:
+            if agent.avatar.can_pause:
+                agent.avatar.resume()
         self._holding = False
         self._current = reply
+        self.agent = self._owner[reply.generation]
         reply.release()
         if reply.text:
-            self._emit(type="transcript", role="agent", text=reply.text, generation=reply.generation)
+            self._emit(type="transcript", role="agent", text=reply.text, generation=reply.generation, speaker=self.agent.name)
         watcher = asyncio.create_task(self._close_if_silent(reply), name=f"silent-{reply.generation}")
         self._deciding.add(watcher)
         watcher.add_done_callback(self._deciding.discard)
@@ -268,21 +306,28 @@ class Conversation:
             return
         self._dead.append(reply.generation)
         await reply.cancel()
-        self.agent.avatar.clear()
-        if self.agent.avatar.can_pause:
-            self.agent.avatar.resume()
+        reply.avatar.clear()
+        for agent in self.agents:
+            if agent.avatar.can_pause:
+                agent.avatar.resume()
         await self._flush_sinks()
         heard = reply.heard_text(self._played.get(reply.generation, 0))
-        self.agent.dialogue.record_played(heard, reply.turn)
+        reply.dialogue.record_played(heard, reply.turn)
+        self._voice.pop(reply.generation, None)
         if reply.generation in self._open_metrics:
             _, metrics = self._open_metrics[reply.generation]
             metrics.interrupted = True
             self._finish_metrics(reply, metrics, heard)
         self._emit(type="interrupted", generation=reply.generation, heard=heard)
 
-    def _new_reply(self, turn: UserTurn) -> Reply:
+    def _new_reply(self, turn: UserTurn, agent: Agent | None = None) -> Reply:
+        """A new generation answering `turn`, spoken by `agent` (default: whoever answers the person)."""
+        agent = agent or self.agent
         self._generation += 1
-        return Reply(self._generation, turn, self.agent.dialogue, self.agent.avatar, self.clock.now, self._on_reply_event).start()
+        self._owner[self._generation] = agent
+        if len(self._owner) > DEAD_GENERATIONS_KEPT:
+            del self._owner[min(self._owner)]
+        return Reply(self._generation, turn, agent.dialogue, agent.avatar, self.clock.now, self._on_reply_event).start()
 
     async def _drop_prepared(self) -> None:
         prepared, self._prepared = self._prepared, None
@@ -293,7 +338,7 @@ class Conversation:
         """Cancel a reply that never reached the avatar, and take it back out of the history."""
         await reply.cancel()
         self._dead.append(reply.generation)
-        self.agent.dialogue.discard_turn(reply.turn)
+        reply.dialogue.discard_turn(reply.turn)
 
     def _on_reply_event(self, event: ReplyEvent, reply: Reply) -> None:
         if isinstance(event, Transcript):
@@ -305,19 +350,23 @@ class Conversation:
                     self._deciding.add(task)
                     task.add_done_callback(self._deciding.discard)
         elif isinstance(event, TextDelta) and reply.released:
-            self._emit(type="transcript", role="agent", text=event.text, generation=reply.generation, delta=True)
+            speaker = self._owner[reply.generation].name if reply.generation in self._owner else ""
+            self._emit(type="transcript", role="agent", text=event.text, generation=reply.generation, delta=True, speaker=speaker)
 
     # ------------------------------------------------------------------------------ presenting
 
     async def _present(self) -> None:
-        fps = self.agent.avatar.fps
+        fps = self.agents[0].avatar.fps
         start = self.clock.now()
-        frames = self.agent.avatar.frames()
+        streams = [a.avatar.frames() for a in self.agents]
         shown = 0  # frames presented by this conversation (the avatar's own index may have started earlier)
         while True:
             # Ask for each frame shortly before it is due, so speech that arrives meanwhile makes it in.
             await self.clock.sleep_until(start + shown / fps - PLAN_AHEAD_S)
-            frame = await anext(frames)
+            frames = list(await asyncio.gather(*(anext(s) for s in streams)))
+            frame = frames[0] if self._compositor is None else self._compositor.compose(frames)
+            if self.duet is not None:
+                self._keep_voice(frames)
             await self.clock.sleep_until(start + shown / fps)
             shown += 1
             if frame.generation is not None and (self._holding or frame.generation in self._dead):
@@ -346,12 +395,49 @@ class Conversation:
                 if self._current is ended[0]:
                     self._current = None
                 self._emit(type="state", state="listening")
+                self._agent_finished(ended[0])
         self._last_generation = g
         voiced = g is not None
         if voiced != self._voiced:
             self._voiced = voiced
             for event in self.taker.agent_speaking(now, voiced):
                 await self._on_turn_event(event)
+
+    # ------------------------------------------------------------------------------ two agents
+
+    def _keep_voice(self, frames: list[AVFrame]) -> None:
+        """Collect each reply's audio from its own agent's frames (the other agent's next turn)."""
+        for frame in frames:
+            g = frame.generation
+            if g is not None and g not in self._dead and not self._holding:
+                self._voice.setdefault(g, []).append(frame.audio)
+
+    def _agent_finished(self, reply: Reply) -> None:
+        """A reply played to its end: in a duet, the other agent answers what it heard."""
+        voice = self._voice.pop(reply.generation, [])
+        if self.duet is None or not voice:
+            return
+        speaker = self._owner[reply.generation]
+        other = self.agents[1 - self.agents.index(speaker)]
+        heard = AudioChunk(np.concatenate(voice), speaker.avatar.audio_rate)
+        self._schedule_agent_turn(other, UserTurn(audio=heard, text=reply.text or None), self.duet.turn_gap_s)
+
+    def _schedule_agent_turn(self, agent: Agent, turn: UserTurn, after_s: float) -> None:
+        assert self.duet is not None
+        if self._agent_turns >= self.duet.max_turns:
+            return
+        self._next_turn = asyncio.create_task(self._agent_turn(agent, turn, self.clock.now() + after_s), name=f"agent-turn-{agent.name}")
+
+    async def _agent_turn(self, agent: Agent, turn: UserTurn, at: float) -> None:
+        await self.clock.sleep_until(at)
+        if self._current is not None or self.taker.floor.value in ("user", "paused"):
+            return  # the person is speaking, or being answered: the duet resumes after that
+        self._agent_turns += 1
+        reply = self._new_reply(turn, agent)
+        now = self.clock.now()
+        self._open_metrics[reply.generation] = (reply, TurnMetrics(self._turns, reply.generation, now, now, now, speaker=agent.name,
+                                                                       heard_from="agent" if turn.audio is not None else "opening"))  # fmt: skip
+        await self._go(reply)
 
     async def _flush_sinks(self) -> None:
         for sink in self.sinks:

@@ -30,6 +30,8 @@ class TurnMetrics:
     resumed: bool = False  # paused by the user, then resumed (a false interruption)
     error: str | None = None
     prepared_early: bool = False  # the reply was started during the user's pause, before the turn ended
+    speaker: str = ""  # the agent who answered
+    heard_from: str = "user"  # what was answered: "user", "agent" (the other agent in a duet) or "opening"
 
     def as_dict(self) -> dict:
         """JSON-ready fields, rounded to the millisecond."""

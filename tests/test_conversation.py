@@ -128,3 +128,28 @@ def test_a_failing_brain_is_reported_and_the_conversation_goes_on(examples: Path
     assert len(errors) == 2 and all("connection refused" in m for m in errors)
     assert [e["state"] for e in events if e["type"] == "state"][-1] == "listening"
     assert not [a for a in sink.arrivals if a.generation is not None and a.rms > 0]  # nothing was said
+
+
+def test_two_agents_talk_on_their_own_and_the_person_can_barge_in(examples: Path, stop_please: np.ndarray) -> None:
+    from agent.conversation import LiveDuetPlan
+
+    agents = []
+    for name, lines in (("nova", [LONG_LINE, "Sure, ask me anything you like."]), ("iris", ["Nova is right, of course."])):
+        agent = build_agent(load_persona(examples / f"{name}.yaml"), (128, 128), 25.0, 24000, underrun="silence")
+        agent.dialogue = ScriptedDialogue(ScriptOptions(lines=lines), agent.dialogue.tts)  # type: ignore[attr-defined]
+        agents.append(agent)
+    clock = Clock()
+    sink = RecordingSink(clock.now)
+    barge_at = 3.5  # Nova is telling her long story
+    plan = LiveDuetPlan(opening="Tell Iris a story.", max_turns=4, turn_gap_s=0.3, lead_in_s=0.3)
+    conversation = Conversation(agents, ScriptedSpeech(clock, [(barge_at, stop_please)]), [sink], clock, metrics=MetricsLog(), duet=plan)
+    asyncio.run(conversation.run(until=barge_at + len(stop_please) / 16000 + 9.0))
+    turns = conversation.metrics.turns
+    story, answer, reaction = turns[:3]
+    assert (story.speaker, story.heard_from, story.interrupted) == ("Nova", "opening", True)
+    assert (answer.speaker, answer.heard_from, answer.heard_text) == ("Nova", "user", "Sure, ask me anything you like.")
+    assert (reaction.speaker, reaction.heard_from, reaction.heard_text) == ("Iris", "agent", "Nova is right, of course.")
+    cut = min(f for f in sink.flushes if f >= barge_at)
+    assert not [a for a in sink.arrivals if a.generation == story.generation and a.t > cut]
+    assert 0 < story.barge_in_latency_s < 0.6
+    assert LONG_LINE.startswith(story.heard_text) and len(story.heard_text) < len(LONG_LINE)
