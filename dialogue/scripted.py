@@ -14,6 +14,9 @@ from dialogue.speech.sentences import split_sentences
 from dialogue.speech.voice import VoiceOptions
 
 
+HISTORY_KEPT = 64  # history entries remembered (each holds its turn, audio included)
+
+
 class Options(BaseModel):
     """`dialogue.options` for `backend: scripted`."""
 
@@ -30,7 +33,7 @@ class ScriptedDialogue(DialogueBackend):
     def __init__(self, options: Options, tts: PiperTTS) -> None:
         self.options = options
         self.tts = tts
-        self._entries: list[tuple[UserTurn | None, str, str]] = []  # (turn answered, role, text)
+        self._entries: list[tuple[UserTurn | None, str, str]] = []  # (turn answered, role, text), the last HISTORY_KEPT
         self._next = 0
 
     @property
@@ -45,6 +48,7 @@ class ScriptedDialogue(DialogueBackend):
 
     async def reply(self, turn: UserTurn) -> AsyncIterator[ReplyEvent]:
         """The next line: each sentence's text, then its speech (nothing when the script is spent)."""
+        del self._entries[: max(0, len(self._entries) - HISTORY_KEPT)]  # bounded: an endless conversation stays small
         if turn.text:
             self._entries.append((turn, "user", turn.text))
         if self.exhausted:
