@@ -46,10 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     live = duet.add_mutually_exclusive_group()
     live.add_argument("--browser", action="store_true", help="play the duet live in a page; speak to barge in on either agent")
     live.add_argument("--wav", type=Path, help="play the duet live with this WAV file as your voice (with --out: record it)")
-    duet.add_argument("--host", default="127.0.0.1", help="with --browser: address to serve on (others need --token)")
-    duet.add_argument("--port", type=int, default=8765, help="with --browser: port (default 8765)")
-    duet.add_argument("--token", default=None, help="with --browser: secret the page must present")
-    duet.add_argument("--no-open", action="store_true", help="with --browser: do not open the page")
+    _page_options(duet)
     duet.set_defaults(run=_run_duet)
 
     chat = sub.add_parser("chat", help="talk with one persona, live")
@@ -57,10 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     where = chat.add_mutually_exclusive_group()
     where.add_argument("--browser", action="store_true", help="serve a page with mic, camera and the avatar (recommended)")
     where.add_argument("--wav", type=Path, help="use this WAV file as the microphone (headless)")
-    chat.add_argument("--host", default="127.0.0.1", help="address to serve the page on (default 127.0.0.1; others need --token)")
-    chat.add_argument("--port", type=int, default=8765, help="port for the page (default 8765)")
-    chat.add_argument("--token", default=None, help="secret the page must present (required off 127.0.0.1)")
-    chat.add_argument("--no-open", action="store_true", help="do not open the page in a browser")
+    _page_options(chat)
     chat.add_argument("--out", type=Path, default=None, help="with --wav: also record the avatar to this MP4")
     chat.add_argument("--headphones", action="store_true", help="local devices: no echo guard (you can interrupt the avatar)")
     chat.add_argument("--size", type=int, default=512, help="avatar frame size in pixels (default 512)")
@@ -81,6 +75,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _page_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the browser page (used with --browser)."""
+    parser.add_argument("--host", default="127.0.0.1", help="with --browser: address to serve the page on (default 127.0.0.1; others need --token)")
+    parser.add_argument("--port", type=int, default=8765, help="with --browser: port for the page (default 8765)")
+    parser.add_argument("--token", default=None, help="with --browser: secret the page must present (required off 127.0.0.1)")
+    parser.add_argument("--no-open", action="store_true", help="with --browser: do not open the page in a browser")
+
+
+def _announce_page(console: Console, open_it: bool):  # noqa: ANN202 - the server's ready callback
+    """Say where the page is, and open it unless asked not to."""
+
+    def ready(server) -> None:  # noqa: ANN001 - a BrowserServer
+        console.print(f"[green]open[/] {server.url}  (Ctrl-C to stop)", highlight=False)
+        if open_it:
+            import webbrowser
+
+            webbrowser.open(server.url)
+
+    return ready
+
+
 def _run_chat(args: argparse.Namespace, console: Console) -> int:
     from agent.chat import converse, make_agent, serve_browser
     from agent.clock import Clock
@@ -99,14 +114,7 @@ def _run_chat(args: argparse.Namespace, console: Console) -> int:
         agent = make_agent(persona, (args.size, args.size))
     try:
         if args.browser:
-            def ready(server) -> None:  # noqa: ANN001
-                console.print(f"[green]open[/] {server.url}  (Ctrl-C to stop)", highlight=False)
-                if not args.no_open:
-                    import webbrowser
-
-                    webbrowser.open(server.url)
-
-            asyncio.run(serve_browser(agent, args.host, args.port, args.token, metrics, show, ready))
+            asyncio.run(serve_browser(agent, args.host, args.port, args.token, metrics, show, _announce_page(console, not args.no_open)))
         elif args.wav:
             from devices.mp4 import MP4Sink
             from devices.sources import WavFileSource
@@ -173,14 +181,7 @@ def _live_duet(args: argparse.Namespace, duet, console: Console) -> int:  # noqa
         agents = [make_agent(p, spec.size, spec.fps, spec.audio_rate) for p in duet.personas]
     metrics, show = MetricsLog(), _event_printer(console)
     if args.browser:
-        def ready(server) -> None:  # noqa: ANN001
-            console.print(f"[green]open[/] {server.url}  (Ctrl-C to stop)", highlight=False)
-            if not args.no_open:
-                import webbrowser
-
-                webbrowser.open(server.url)
-
-        asyncio.run(serve_browser(agents, args.host, args.port, args.token, metrics, show, ready, duet=plan))
+        asyncio.run(serve_browser(agents, args.host, args.port, args.token, metrics, show, _announce_page(console, not args.no_open), duet=plan))
         return 0
     from devices.mp4 import MP4Sink
     from devices.sources import WavFileSource
