@@ -82,6 +82,7 @@ class CascadeDialogue(DialogueBackend):
         self.tts = tts
         self.system_prompt = system_prompt
         self._history: list[_Exchange] = []
+        self.llm.prefill(self._prefix())  # the system prompt is read before the first turn
 
     async def reply(self, turn: UserTurn) -> AsyncIterator[ReplyEvent]:
         """Transcript first, then the reply's pieces: each one's text, then its speech."""
@@ -90,9 +91,8 @@ class CascadeDialogue(DialogueBackend):
         if self.options.ignore_fillers and re.sub(r"[^a-z\- ]", "", heard.lower()).strip() in FILLERS:
             return
         exchange = _Exchange(turn, heard)
-        if len(self._history) >= max(self.options.history_turns, 1):
-            del self._history[: len(self._history) - self.options.history_turns // 2]
-        messages = self._messages(heard)
+        self._trim_history()
+        messages = [*self._prefix(), {"role": "user", "content": heard}]
         self._history.append(exchange)
         sentences: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
         writing = threading.Event()  # cleared while speech is synthesized: the LLM waits between tokens
@@ -117,6 +117,7 @@ class CascadeDialogue(DialogueBackend):
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
+        self._prepare_next()
 
     async def _hear(self, turn: UserTurn) -> str:
         if turn.audio is not None and len(turn.audio.pcm):
@@ -137,11 +138,22 @@ class CascadeDialogue(DialogueBackend):
         except Exception as exc:  # handed to the reply stream, which raises it
             out.put_nowait(exc)
 
-    def _messages(self, heard: str) -> list[dict[str, str]]:
+    def _trim_history(self) -> None:
+        """Drop the older half of a full history at once, so the prompt's beginning stays put for several turns."""
+        if len(self._history) >= max(self.options.history_turns, 1):
+            del self._history[: len(self._history) - self.options.history_turns // 2]
+
+    def _prefix(self) -> list[dict[str, str]]:
+        """The system prompt and the history: what the next request starts with."""
         messages = [{"role": "system", "content": self.system_prompt}]
         for past in self._history if self.options.history_turns else []:
             messages += [{"role": "user", "content": past.user}, {"role": "assistant", "content": past.reply or "..."}]
-        return messages + [{"role": "user", "content": heard}]
+        return messages
+
+    def _prepare_next(self) -> None:
+        """A reply was written (or cut short): trim now and let the LLM read the next prompt's start in the background."""
+        self._trim_history()
+        self.llm.prefill(self._prefix())
 
     @property
     def history(self) -> list[tuple[str, str]]:
@@ -153,11 +165,16 @@ class CascadeDialogue(DialogueBackend):
         for exchange in reversed(self._history):
             if turn is None or exchange.turn is turn:
                 exchange.reply = text
+                self._prepare_next()
                 return
 
     def discard_turn(self, turn: UserTurn) -> None:
         """Forget `turn` and its reply (answered early; the user went on speaking)."""
         self._history = [e for e in self._history if e.turn is not turn]
+
+    async def aclose(self) -> None:
+        """Stop the LLM's background work."""
+        await asyncio.to_thread(self.llm.close)
 
 
 def create(options: Options, setup: DialogueSetup) -> CascadeDialogue:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -47,7 +48,46 @@ class LocalLLM:
             raise LLMModelMissing("the local LLM needs llama-cpp-python: pip install llama-cpp-python (it compiles, ~6 min)") from None
         self._llama = Llama(model_path=str(gguf_path(model, base_dir)), n_ctx=context, n_threads=threads, verbose=False)
         self._lock = threading.Lock()  # one generation at a time per model
+        self._prefiller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-prefill")
         self._llama.create_completion("Hello", max_tokens=1)  # page the weights in now, not on the first turn
+
+    def prefill(self, messages: list[Message]) -> None:
+        """Read `messages` into the model's cache in the background (skipped while a reply is being written).
+
+        A reply whose prompt begins with them then reads only its new words: on a 2-core CPU the model reads
+        about 280 prompt tokens/s, so a history rewritten by a barge-in or trimmed would otherwise cost the next
+        reply 0.3–2 s. Call it when the conversation pauses, with the history the next request will start with.
+        """
+        self._prefiller.submit(self._prefill, [dict(m) for m in messages])
+
+    def _prefill(self, messages: list[Message]) -> None:
+        if not self._lock.acquire(blocking=False):
+            return  # a reply is being written; it leaves its own prompt in the cache
+        try:  # an empty user turn after the prefix: the template renders the prefix exactly as the next request will
+            self._llama.create_chat_completion([*messages, {"role": "user", "content": ""}], max_tokens=1, temperature=0.0)
+        finally:
+            self._lock.release()
+
+    def uncached_tokens(self, messages: list[Message]) -> int:
+        """How many prompt tokens a reply to `messages` would have to read once background prefilling is done
+        (the rest is in the model's cache)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._prefiller.submit(lambda: None).result()
+
+        llama = self._llama
+        special = lambda token: llama.detokenize([token], special=True).decode() if token != -1 else ""  # noqa: E731
+        formatter = Jinja2ChatFormatter(llama.metadata["tokenizer.chat_template"], special(llama.token_eos()), special(llama.token_bos()))
+        rendered = formatter(messages=messages)
+        tokens = llama.tokenize(rendered.prompt.encode(), add_bos=not rendered.added_special, special=True)
+        with self._lock:
+            cached = list(llama.input_ids[: llama.n_tokens])
+        same = next((i for i, (a, b) in enumerate(zip(tokens, cached)) if a != b), min(len(tokens), len(cached)))
+        return len(tokens) - same
+
+    def close(self) -> None:
+        """Stop background prefilling (a running one finishes first)."""
+        self._prefiller.shutdown(wait=True, cancel_futures=True)
 
     async def stream(self, messages: list[Message], max_tokens: int, temperature: float,
                      gate: threading.Event | None = None) -> AsyncIterator[str]:  # fmt: skip
@@ -94,6 +134,12 @@ class RemoteLLM:
         self.model = model
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(timeout_s, connect=3.0)
+
+    def prefill(self, messages: list[Message]) -> None:
+        """Nothing to do: the server keeps its own prompt cache."""
+
+    def close(self) -> None:
+        """Nothing to release: each reply opens and closes its own connection."""
 
     async def stream(self, messages: list[Message], max_tokens: int, temperature: float,
                      gate: threading.Event | None = None) -> AsyncIterator[str]:  # fmt: skip

@@ -106,6 +106,21 @@ def test_history_keeps_what_was_heard_and_forgets_discarded_turns(cascade: Casca
     assert cascade.history[-1] == ("Hello there.", "Hi!")
 
 
+def test_after_a_barge_in_the_next_reply_reads_only_its_own_words(cascade: CascadeDialogue) -> None:
+    """The history rewritten by a barge-in (and a trimmed one) is read by the LLM while the avatar talks, not on the next turn."""
+    cut_short, barge_in = UserTurn(text="Tell me about the moon."), UserTurn(text="Wait, what about the sun?")
+    asyncio.run(collect(cascade, cut_short))
+    asyncio.run(collect(cascade, barge_in))  # the reply to the person who barged in
+    cascade.record_played("The moon", cut_short)  # all they heard of the first reply
+    assert len(cascade.history[-1][1].split()) >= 3, "the reply to the barge-in is long enough to make re-reading it measurable"
+    history = [m for user, reply in cascade.history for m in ({"role": "user", "content": user}, {"role": "assistant", "content": reply})]
+    new_words = {"role": "user", "content": "And what about the stars tonight?"}
+    uncached = cascade.llm.uncached_tokens([{"role": "system", "content": cascade.system_prompt}, *history, new_words])
+    # The new turn's own block, "<|im_start|>user\nAnd what about the stars tonight?<|im_end|>\n<|im_start|>assistant\n",
+    # is 13 tokens; re-reading the history from the cut would be about 60 (0.2 s on two cores).
+    assert uncached <= 16, f"the next reply must re-read {uncached} prompt tokens, not just its own words"
+
+
 class _FakeOpenAI(http.server.BaseHTTPRequestHandler):
     """A minimal OpenAI-compatible streaming server (the `llm_url` path); unknown models get a 404."""
 
