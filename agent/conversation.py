@@ -134,6 +134,7 @@ class Conversation:
         self._open_metrics: dict[int, tuple[Reply, TurnMetrics]] = {}
         self._voiced = False
         self._holding = False  # the avatar is paused: a frame planned just before the pause is silenced too
+        self._unheard_s = 0.0  # speech of the paused reply that never reached the listener: replayed on resume
         self._last_generation: int | None = None
         self.frames_presented = 0
         self.samples_presented = 0
@@ -222,19 +223,21 @@ class Conversation:
             self._holding = True
             for agent in self.agents:
                 agent.avatar.pause()
-            await self._flush_sinks()
+            self._unheard_s = await self._flush_sinks()  # played again on resume, so nothing is lost
+            self._unhear(self._unheard_s)
             self._note_barge_in(event.onset)
             self._emit(type="state", state="paused")
         elif isinstance(event, ResumeAgent):
             self._holding = False
             for agent in self.agents:
-                agent.avatar.resume()
+                agent.avatar.resume(self._unheard_s)
+            self._unheard_s = 0.0
             if self._current is not None and self._current.generation in self._open_metrics:
                 self._open_metrics[self._current.generation][1].resumed = True
             self._emit(type="state", state="speaking")
         elif isinstance(event, InterruptAgent):
             if event.onset is not None:
-                await self._flush_sinks()
+                self._unhear(await self._flush_sinks())
                 self._note_barge_in(event.onset)
             await self._interrupt_current()
 
@@ -370,6 +373,8 @@ class Conversation:
             await self.clock.sleep_until(start + shown / fps)
             shown += 1
             if frame.generation is not None and (self._holding or frame.generation in self._dead):
+                if self._holding and frame.audio.any():  # planned just before the pause: its speech comes again on resume
+                    self._unheard_s += len(frame.audio) / frame.audio_rate
                 frame = replace(frame, audio=np.zeros_like(frame.audio), generation=None)
             for sink in self.sinks:
                 await sink.write(frame)
@@ -439,9 +444,18 @@ class Conversation:
                                                                        heard_from="agent" if turn.audio is not None else "opening"))  # fmt: skip
         await self._go(reply)
 
-    async def _flush_sinks(self) -> None:
+    async def _flush_sinks(self) -> float:
+        """Flush every sink; returns the most audio any of them dropped unheard, in seconds."""
+        dropped = 0.0
         for sink in self.sinks:
-            await sink.flush()
+            dropped = max(dropped, await sink.flush())
+        return dropped
+
+    def _unhear(self, seconds: float) -> None:
+        """The last `seconds` the current reply sent to the sinks were dropped there: they do not count as heard."""
+        if self._current is not None and seconds > 0:
+            g = self._current.generation
+            self._played[g] = max(0, self._played.get(g, 0) - round(seconds * self.agents[0].avatar.audio_rate))
 
     # ------------------------------------------------------------------------------ bookkeeping
 

@@ -44,8 +44,9 @@ class AvatarGenerator(abc.ABC):
         """Hold queued speech where it is: frames go idle (listening) until `resume()`."""
         raise NotImplementedError(f"{type(self).__name__} cannot pause; check can_pause")
 
-    def resume(self) -> None:
-        """Continue held speech from where `pause()` stopped it."""
+    def resume(self, replay_s: float = 0.0) -> None:
+        """Continue held speech from where `pause()` stopped it, first replaying up to `replay_s` seconds of the
+        speech emitted just before the pause (what the sinks dropped unheard when they were flushed)."""
         raise NotImplementedError(f"{type(self).__name__} cannot pause; check can_pause")
 
     @abc.abstractmethod

@@ -113,10 +113,12 @@ class SpeakerSink(FrameSink):
         with self._lock:
             self._queue.push(frame.audio)
 
-    async def flush(self) -> None:
-        """Drop everything not yet played."""
+    async def flush(self) -> float:
+        """Drop everything not yet played; returns its length in seconds."""
         with self._lock:
+            dropped = len(self._queue)
             self._queue.clear()
+        return dropped / self.rate
 
     async def aclose(self) -> None:
         """Stop the output stream."""

@@ -8,14 +8,15 @@ from media import AVFrame
 
 
 class FrameSink(abc.ABC):
-    """Receives frames; `flush()` drops buffered, unplayed frames (barge-in)."""
+    """Receives frames; `flush()` drops buffered, unplayed frames (barge-in) and says how much audio that was."""
 
     @abc.abstractmethod
     async def write(self, frame: AVFrame) -> None:
         """Accept the next frame (may wait when the sink is full)."""
 
-    async def flush(self) -> None:
-        """Drop frames not yet played; files have nothing to drop."""
+    async def flush(self) -> float:
+        """Drop frames not yet played; returns the seconds of written audio dropped unheard (files drop none)."""
+        return 0.0
 
     @abc.abstractmethod
     async def aclose(self) -> None:

@@ -24,6 +24,12 @@ class SampleFIFO:
             self._parts.append(np.asarray(pcm, np.float32))
             self._length += len(pcm)
 
+    def unread(self, pcm: np.ndarray) -> None:
+        """Put samples back in front, to be taken again first."""
+        if len(pcm):
+            self._parts.appendleft(np.asarray(pcm, np.float32))
+            self._length += len(pcm)
+
     def take(self, n: int) -> np.ndarray:
         """The next `n` samples; when fewer are waiting, the rest is silence."""
         out = np.zeros(n, np.float32)

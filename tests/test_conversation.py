@@ -54,12 +54,32 @@ def stop_please() -> np.ndarray:
     return user_says("Wait, stop, tell me something else.")
 
 
-def setup(examples: Path, lines: list[str], utterances: list[tuple[float, np.ndarray]]):  # noqa: ANN201
+class PlayerSink(RecordingSink):
+    """A recording sink that also keeps each frame's audio and, like the page, holds `lead_s` unplayed."""
+
+    def __init__(self, now, lead_s: float) -> None:  # noqa: ANN001
+        super().__init__(now)
+        self.lead_s = lead_s
+        self.audio: list[tuple[int | None, np.ndarray]] = []
+        self._since_flush = 0.0
+
+    async def write(self, frame) -> None:  # noqa: ANN001
+        await super().write(frame)
+        self.audio.append((frame.generation, frame.audio.copy()))
+        self._since_flush += len(frame.audio) / frame.audio_rate
+
+    async def flush(self) -> float:
+        await super().flush()
+        dropped, self._since_flush = min(self.lead_s, self._since_flush), 0.0
+        return dropped
+
+
+def setup(examples: Path, lines: list[str], utterances: list[tuple[float, np.ndarray]], lead_s: float = 0.0):  # noqa: ANN201
     persona = load_persona(examples / "nova.yaml")
     agent = build_agent(persona, (128, 128), 25.0, 24000, underrun="silence")
     agent.dialogue = ScriptedDialogue(ScriptOptions(lines=lines), agent.dialogue.tts)  # type: ignore[attr-defined]
     clock = Clock()
-    sink = RecordingSink(clock.now)
+    sink = PlayerSink(clock.now, lead_s)
     events: list[dict] = []
     conversation = Conversation(agent, ScriptedSpeech(clock, utterances), [sink], clock, metrics=MetricsLog(), on_event=events.append)
     return agent, clock, sink, conversation, events
@@ -104,7 +124,8 @@ def test_barge_in_stops_the_avatar_and_nothing_of_it_reaches_the_sink_again(exam
 def test_a_false_interruption_resumes_the_reply_where_it_paused(examples: Path, hello, stop_please) -> None:
     barge_at = 0.5 + len(hello) / 16000 + 3.0
     # One line only: the barge-in gets no answer (the script is spent), so the paused line resumes.
-    agent, clock, sink, conversation, events = setup(examples, [LONG_LINE], [(0.5, hello), (barge_at, stop_please)])
+    # The sink plays like the page: 0.12 s behind, dropped at the pause, so those 0.12 s must be spoken again.
+    agent, clock, sink, conversation, events = setup(examples, [LONG_LINE], [(0.5, hello), (barge_at, stop_please)], lead_s=0.12)
     asyncio.run(conversation.run(until=barge_at + 14.0))
     [turn] = conversation.metrics.turns
     assert turn.resumed and not turn.interrupted and turn.heard_text == LONG_LINE
@@ -112,6 +133,10 @@ def test_a_false_interruption_resumes_the_reply_where_it_paused(examples: Path, 
     paused = [a for a in sink.arrivals if barge_at + 0.4 < a.t < barge_at + len(stop_please) / 16000 and a.generation is None]
     assert paused, "the avatar did not stop talking while the user spoke"
     assert frames[-1].t > paused[-1].t, "the reply did not resume after the pause"
+    reply = [(i, pcm) for i, (g, pcm) in enumerate(sink.audio) if g == turn.generation]
+    gap = next(k for k in range(1, len(reply)) if reply[k][0] != reply[k - 1][0] + 1)
+    before, after = np.concatenate([pcm for _, pcm in reply[:gap]]), np.concatenate([pcm for _, pcm in reply[gap:]])
+    np.testing.assert_array_equal(after[:2880], before[-2880:], err_msg="the speech flushed from the player at the pause was lost")
 
 
 def test_a_failing_brain_is_reported_and_the_conversation_goes_on(examples: Path, hello: np.ndarray) -> None:

@@ -125,6 +125,30 @@ def test_every_speech_sample_arrives_exactly_once_on_exact_frames(nova, speech) 
     assert not heard[len(expected) :].any()
 
 
+def test_resume_replays_the_speech_the_sinks_dropped_at_the_pause(nova, speech) -> None:
+    """A false interruption loses nothing: the 0.12 s a player had buffered (flushed unheard) is spoken again."""
+    avatar = avatar_for(nova)
+    for chunk in speech:
+        avatar.push(chunk, 3)
+    avatar.end(3)
+
+    async def scenario() -> list:
+        stream = avatar.frames()
+        before = await take(stream, 40)
+        avatar.pause()
+        paused = await take(stream, 10)
+        avatar.resume(replay_s=0.12)
+        return before + paused + await take(stream, 200)
+
+    frames = run(scenario())
+    assert [f.generation for f in frames[40:50]] == [None] * 10, "paused frames carry no speech"
+    heard = np.concatenate([f.audio for f in frames if f.generation == 3])
+    expected = resample(np.concatenate([c.pcm for c in speech]), speech[0].rate, 24000)
+    replayed = np.concatenate([expected[: 40 * 960], expected[40 * 960 - 2880 :]])  # 0.12 s at 24 kHz = 2880 samples
+    np.testing.assert_allclose(heard[: len(replayed)], replayed, atol=1e-5)
+    assert all(len(f.audio) == 960 for f in frames)
+
+
 def test_underrun_policies(nova, speech) -> None:
     short = AudioChunk(speech[0].pcm[: speech[0].rate // 5], speech[0].rate)  # 0.2 s = 5 frames
 

@@ -17,6 +17,8 @@ from avatar.portrait.motion import Blinker, HeadSway
 from avatar.portrait.rig import FacePose, PortraitRig
 from media import AudioChunk, AVFrame, PhonemeSpan, SampleFIFO, StreamResampler, samples_in_frame
 
+MAX_REPLAY_S = 1.0  # speech kept after it was placed on frames, to replay after a pause (sinks buffer far less)
+
 
 @dataclass
 class _Reply:
@@ -29,16 +31,32 @@ class _Reply:
     speech_s: float = 0.0  # seconds of speech pushed so far, at the input's own rate
     phonemes: list[PhonemeSpan] = field(default_factory=list)  # positions relative to the reply's first sample
     ended: bool = False
+    emitted: deque[np.ndarray] = field(default_factory=deque)  # the speech of the last frames placed, newest last
 
     @property
     def buffered(self) -> int:
         """Samples not yet placed on a frame."""
         return len(self.pcm)
 
-    def take(self, n: int) -> np.ndarray:
-        """The next `n` samples, zero-padded if fewer are buffered."""
+    def take(self, n: int, keep: int) -> np.ndarray:
+        """The next `n` samples, zero-padded if fewer are buffered; the last `keep` samples taken stay replayable."""
         self.consumed += n
-        return self.pcm.take(n)
+        pcm = self.pcm.take(n)
+        self.emitted.append(pcm)
+        while sum(len(p) for p in self.emitted) - len(self.emitted[0]) >= keep:
+            self.emitted.popleft()
+        return pcm
+
+    def replay(self, samples: int) -> None:
+        """Put back the last `samples` samples taken (at most what was kept), to be placed on frames again."""
+        while samples > 0 and self.emitted:
+            last = self.emitted.pop()
+            back = last[-samples:] if samples < len(last) else last
+            if len(back) < len(last):
+                self.emitted.append(last[: len(last) - len(back)])
+            self.pcm.unread(back)
+            self.consumed -= len(back)
+            samples -= len(back)
 
 
 class PortraitAvatar(AvatarGenerator):
@@ -118,8 +136,10 @@ class PortraitAvatar(AvatarGenerator):
         self._paused = True
         self._wake.set()
 
-    def resume(self) -> None:
-        """Play held speech from where it stopped."""
+    def resume(self, replay_s: float = 0.0) -> None:
+        """Play held speech from where it stopped, the last `replay_s` seconds before the pause (≤ 1 s) once more."""
+        if self._paused and replay_s > 0 and self._replies:
+            self._replies[0].replay(round(min(replay_s, MAX_REPLAY_S) * self.audio_rate))
         self._paused = False
         self._wake.set()
 
@@ -172,9 +192,10 @@ class PortraitAvatar(AvatarGenerator):
             mouth = self._mouth.rest()
             return self._pose(frame, mouth.jaw, mouth.spread, 0.0), np.zeros(n, np.float32), reply.generation
         start = reply.consumed
-        pcm = reply.take(n)
+        keep = round(MAX_REPLAY_S * self.audio_rate)
+        pcm = reply.take(n, keep)
         spans = [s for s in reply.phonemes if s.start + s.length > start and s.start < start + n + self.audio_rate // 10]
-        reply.phonemes = [s for s in reply.phonemes if s.start + s.length > start]
+        reply.phonemes = [s for s in reply.phonemes if s.start + s.length > start - keep]  # replayable speech keeps its visemes
         mouth = self._mouth.step(pcm, spans, start)
         return self._pose(frame, mouth.jaw, mouth.spread, min(1.0, mouth.jaw * 1.4)), pcm, reply.generation
 

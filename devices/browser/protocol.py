@@ -27,6 +27,7 @@ FRAME_HEADER = struct.Struct("<BIIiHH")
 MAX_MESSAGE_BYTES = 512 * 1024  # a 640×480 JPEG is ~30-60 kB; 20 ms of mic audio 640 B
 MAX_MIC_SAMPLES = 16000  # one message carries at most a second of microphone audio
 JPEG_QUALITY = 82
+PLAYBACK_LEAD_S = 0.12  # the page plays each burst of frames this far behind its arrival (sent in "config" as jitter_s)
 
 
 class ProtocolError(ValueError):

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 from websockets.http11 import Request, Response
 
-from devices.browser.protocol import MAX_MESSAGE_BYTES, CameraImage, MicAudio, ProtocolError, decode_binary, decode_text, encode_frame
+from devices.browser.protocol import MAX_MESSAGE_BYTES, PLAYBACK_LEAD_S, CameraImage, MicAudio, ProtocolError, decode_binary, decode_text, encode_frame
 from devices.sink import FrameSink
 from devices.sources import AudioSource
 from media import AudioChunk, AVFrame
@@ -50,6 +50,7 @@ class BrowserSession(AudioSource, FrameSink):
         self.camera: Any = None  # the latest webcam image (RGB), for backends that take video
         self._mic: asyncio.Queue[AudioChunk | None] = asyncio.Queue(maxsize=MIC_QUEUE_CHUNKS)
         self.frames_sent = 0
+        self._sent_since_flush_s = 0.0  # audio sent since the last flush (the page holds at most PLAYBACK_LEAD_S of it)
         self.played: dict[str, Any] = {}
         self.ended = asyncio.Event()  # set once the session's conversation has been torn down
 
@@ -63,10 +64,13 @@ class BrowserSession(AudioSource, FrameSink):
         with contextlib.suppress(ConnectionClosed):
             await self.websocket.send(encode_frame(frame))
             self.frames_sent += 1
+            self._sent_since_flush_s += len(frame.audio) / frame.audio_rate
 
-    async def flush(self) -> None:
-        """Tell the page to drop everything it has not played yet."""
+    async def flush(self) -> float:
+        """Tell the page to drop everything it has not played yet: about its playback lead, PLAYBACK_LEAD_S."""
         await self.send_event({"type": "flush"})
+        dropped, self._sent_since_flush_s = min(PLAYBACK_LEAD_S, self._sent_since_flush_s), 0.0
+        return dropped
 
     async def aclose(self) -> None:
         """End the microphone stream."""
@@ -210,7 +214,7 @@ class BrowserServer:
         receiver = asyncio.create_task(session.receive(), name="browser-receive")
         runner = asyncio.create_task(self.run_session(session), name="browser-session")
         try:
-            await session.send_event({"type": "config", **self.config})
+            await session.send_event({"type": "config", "jitter_s": PLAYBACK_LEAD_S, **self.config})
             done, _ = await asyncio.wait({receiver, runner}, return_when=asyncio.FIRST_COMPLETED)
             for finished in done:
                 if finished is runner and not finished.cancelled() and finished.exception() is not None:

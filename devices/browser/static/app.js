@@ -3,7 +3,7 @@
 
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
-const JITTER_S = 0.12;      // playback starts this far behind the first frame of a burst
+let JITTER_S = 0.12;        // playback starts this far behind the first frame of a burst (the server's config says)
 const MAX_AHEAD_S = 0.6;    // deeper than this, the buffer is dropped back to JITTER_S
 const MIC_CHUNK = 320;      // 20 ms at 16 kHz per message
 const CAMERA_EVERY_MS = 1000;
@@ -129,6 +129,7 @@ function onEvent(event) {
     case "config":
       config = Object.assign(config, event);
       stats.config = config;
+      if (config.jitter_s) JITTER_S = config.jitter_s;
       canvas.width = config.size[0]; canvas.height = config.size[1];
       setState("listening");
       break;
