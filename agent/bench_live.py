@@ -25,7 +25,6 @@ QUESTIONS = [
     "What do you do when you cannot sleep?", "Do you like music?", "What should I learn first about space?",
 ]  # fmt: skip
 INTERRUPTIONS = ["Wait, stop, let me ask you something else.", "Hold on, sorry, one more question.", "Stop, stop, tell me about Mars instead."]
-FRAME_S = 0.04
 
 
 def _emit(out: IO[str], name: str, value: float | None, unit: str, **context: object) -> None:
@@ -89,7 +88,8 @@ async def run_latency(turns: int, barge_ins: int, persona_path: Path, out: IO[st
     conversation = Conversation(agent, source, [sink], clock, metrics=metrics, on_event=lambda e: state.update(value=e["state"]) if e["type"] == "state" else None)
     runner = asyncio.create_task(conversation.run())
     measured: list[Measured] = []
-    barge_every = max(1, turns // max(barge_ins, 1)) if barge_ins else 0
+    barge_every = max(2, turns // (barge_ins + 1)) if barge_ins else 0  # room for turns whose reply ends too soon
+    next_barge = barge_every - 1 if barge_ins else turns  # the turn to barge in on (a later one if the reply is too short)
     try:
         await asyncio.sleep(1.0)
         for i, pcm in enumerate(questions):
@@ -101,13 +101,17 @@ async def run_latency(turns: int, barge_ins: int, persona_path: Path, out: IO[st
             if await _wait_for(lambda: bool(voiced()), 20.0):
                 m.response_s = voiced()[0].t - true_end
             generation = voiced()[0].generation if voiced() else None
-            if barge_every and i % barge_every == barge_every - 1 and len([x for x in measured if x.barge_in_s]) < barge_ins:
-                await asyncio.sleep(1.2)  # the avatar is talking
+            done = len([x for x in measured if x.barge_in_s is not None])
+            if i >= next_barge and done < barge_ins:
+                await asyncio.sleep(0.5)  # into the reply (SmolLM2's are 1-4 s long)
+            if i >= next_barge and done < barge_ins and state["value"] == "speaking":  # else: too short, try the next turn
                 stop = stops[i % len(stops)]
                 stop_onset = source.say(stop) + voice_span(stop)[0]
-                if await _wait_for(lambda: any(f >= stop_onset for f in sink.flushes), 10.0):
-                    stopped = sink.audio_stopped(generation, stop_onset, FRAME_S) if generation is not None else None
+                if await _wait_for(lambda: any(f >= stop_onset for f in sink.flushes), 3.0):
+                    stopped = sink.audio_cut(generation, stop_onset) if generation is not None else None
                     m.barge_in_s = None if stopped is None else stopped - stop_onset
+                if m.barge_in_s is not None:
+                    next_barge = i + barge_every
             await _wait_for(lambda: state["value"] == "listening" and conversation.samples_presented > 0, 30.0)
             await asyncio.sleep(0.8)
             measured.append(m)

@@ -53,11 +53,9 @@ class RecordingSink(FrameSink):
         """Arrivals that carried `generation`."""
         return [a for a in self.arrivals if a.generation == generation]
 
-    def audio_stopped(self, generation: int, after: float, frame_s: float) -> float | None:
-        """When `generation`'s audio stopped playing after clock time `after` (a flush cuts playback short)."""
-        voiced = [a for a in self.arrivals if a.generation == generation and a.rms > 0]
-        if not voiced:
-            return None
-        end = voiced[-1].t + frame_s
+    def audio_cut(self, generation: int, after: float) -> float | None:
+        """When a flush after clock time `after` cut `generation` short; None if it had ended before `after`."""
         cuts = [f for f in self.flushes if f >= after]
-        return min([end] + cuts) if cuts else end
+        if not cuts or not any(a.generation == generation and a.t >= after for a in self.arrivals):
+            return None
+        return min(cuts)
