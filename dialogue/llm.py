@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import threading
@@ -58,7 +59,8 @@ class LocalLLM:
         about 280 prompt tokens/s, so a history rewritten by a barge-in or trimmed would otherwise cost the next
         reply 0.3–2 s. Call it when the conversation pauses, with the history the next request will start with.
         """
-        self._prefiller.submit(self._prefill, [dict(m) for m in messages])
+        with contextlib.suppress(RuntimeError):  # after close(): nothing more to prepare for
+            self._prefiller.submit(self._prefill, [dict(m) for m in messages])
 
     def _prefill(self, messages: list[Message]) -> None:
         if not self._lock.acquire(blocking=False):
