@@ -17,8 +17,7 @@ import pytest
 from avatar.liveavatar.backend import LiveAvatarGenerator, Options, create
 from avatar.registry import AvatarSetup, create_avatar, options_model
 from media import AudioChunk, samples_in_frame
-
-RATE = 24000
+from stream_helpers import RATE, assert_short_reply_then_idle, make_setup, speech, take
 
 
 @pytest.fixture(scope="module")
@@ -28,24 +27,11 @@ def tiny_parts():
     return build_tiny_parts(seed=0, context_s=0.5)
 
 
-def make_setup(underrun: str = "silence", size=(96, 80)) -> AvatarSetup:
-    portrait = (np.random.default_rng(1).random((120, 100, 3)) * 255).astype(np.uint8)
-    return AvatarSetup(portrait=portrait, portrait_path=None, fps=25.0, size=size, audio_rate=RATE, underrun=underrun, seed=3)  # type: ignore[arg-type]
-
-
-def speech(seconds: float, rate: int = RATE, seed: int = 0) -> np.ndarray:
-    return (np.random.default_rng(seed).uniform(-0.5, 0.5, int(seconds * rate))).astype(np.float32)
-
-
-async def take(stream, n: int, timeout: float = 120.0) -> list:
-    return [await asyncio.wait_for(anext(stream), timeout) for _ in range(n)]
-
-
 def test_registry_builds_backend_and_options_forbid_extra():
     assert options_model("liveavatar") is Options
     with pytest.raises(Exception):
         Options(config="tiny", unknown=1)
-    gen = create_avatar("liveavatar", {"config": "tiny"}, make_setup())
+    gen = create_avatar("liveavatar", {"config": "tiny"}, make_setup("silence"))
     assert isinstance(gen, LiveAvatarGenerator)
     assert gen.fps == 25.0 and gen.audio_rate == RATE and gen.size == (96, 80)
     with pytest.raises(ValueError, match="25 fps"):
@@ -115,10 +101,7 @@ def test_wait_holds_frames_until_speech_or_end(tiny_parts):
         await gen.aclose()
         return frames
 
-    frames = asyncio.run(run())
-    assert [f.index for f in frames] == list(range(12))
-    assert [f.generation for f in frames] == [2] * 5 + [None] * 7  # 0.2 s = 5 frames of speech
-    np.testing.assert_array_equal(np.concatenate([f.audio for f in frames[:5]]), speech(0.2))
+    assert_short_reply_then_idle(asyncio.run(run()), generation=2)
 
 
 def test_silence_pads_an_open_reply(tiny_parts):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from avatar.liveavatar.tpp import bench
-from tpp_helpers import worker_children
+from stream_helpers import worker_children
 
 
 def test_tpp_bench_prints_measured_and_predicted_figures(capsys):

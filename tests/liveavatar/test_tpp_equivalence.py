@@ -17,7 +17,7 @@ import torch
 from avatar.liveavatar.backend import LiveAvatarGenerator, Options
 from avatar.liveavatar.tpp.generator import TPPGenerator
 from media import AudioChunk
-from tpp_helpers import RATE, make_setup, speech, take, worker_children
+from stream_helpers import RATE, make_setup, speech, take, worker_children
 
 BLOCKS = 10
 

@@ -22,7 +22,7 @@ from avatar.liveavatar.backend import Options
 from avatar.liveavatar.tpp.generator import TPPGenerator
 from avatar.liveavatar.tpp.pool import TPPStartError, TPPWorkerError
 from media import AudioChunk
-from tpp_helpers import RATE, alive, make_setup, speech, take, worker_children
+from stream_helpers import RATE, alive, make_setup, speech, take, worker_children
 
 FAULT_DEADLINE_S = 5.0
 

@@ -20,7 +20,7 @@ from avatar.liveavatar.backend import Options, with_dit_workers
 from avatar.liveavatar.tpp.generator import TPPGenerator
 from avatar.registry import create_avatar
 from media import AudioChunk
-from tpp_helpers import RATE, make_setup, speech, take, worker_children
+from stream_helpers import RATE, assert_short_reply_then_idle, make_setup, speech, take, worker_children
 
 
 def test_options_validate_the_worker_count_and_the_registry_builds_a_tpp_generator():
@@ -90,10 +90,7 @@ def test_frames_carry_exactly_their_audio_under_wait():
         await gen.aclose()
         return frames
 
-    frames = asyncio.run(run())
-    assert [f.index for f in frames] == list(range(12))
-    assert [f.generation for f in frames] == [2] * 5 + [None] * 7
-    np.testing.assert_array_equal(np.concatenate([f.audio for f in frames[:5]]), speech(0.2))
+    assert_short_reply_then_idle(asyncio.run(run()), generation=2)
 
 
 def test_a_real_time_consumer_keeps_few_blocks_planned_ahead():

@@ -1,4 +1,5 @@
-"""Shared pieces of the TPP tests: a stream setup, speech, frame taking and process checks."""
+"""Shared pieces of the LiveAvatar stream tests (one process and TPP): a stream setup, speech, frame taking,
+the exact-audio check and process checks."""
 
 from __future__ import annotations
 
@@ -18,14 +19,21 @@ def make_setup(underrun: str = "wait", size=(96, 80), seed: int = 3) -> AvatarSe
     return AvatarSetup(portrait=portrait, portrait_path=None, fps=25.0, size=size, audio_rate=RATE, underrun=underrun, seed=seed)  # type: ignore[arg-type]
 
 
-def speech(seconds: float, seed: int = 0) -> np.ndarray:
-    """Noise-like 'speech' at the stream rate."""
-    return np.random.default_rng(seed).uniform(-0.5, 0.5, int(seconds * RATE)).astype(np.float32)
+def speech(seconds: float, rate: int = RATE, seed: int = 0) -> np.ndarray:
+    """Noise-like 'speech' at `rate` (default: the stream rate)."""
+    return np.random.default_rng(seed).uniform(-0.5, 0.5, int(seconds * rate)).astype(np.float32)
 
 
 async def take(stream, n: int, timeout: float = 120.0) -> list:
     """The next n frames (each within `timeout` seconds)."""
     return [await asyncio.wait_for(anext(stream), timeout) for _ in range(n)]
+
+
+def assert_short_reply_then_idle(frames: list, generation: int) -> None:
+    """12 frames from index 0: `speech(0.2)` of `generation`, exactly, on the first 5, then idle frames."""
+    assert [f.index for f in frames] == list(range(12))
+    assert [f.generation for f in frames] == [generation] * 5 + [None] * 7  # 0.2 s = 5 frames of speech
+    np.testing.assert_array_equal(np.concatenate([f.audio for f in frames[:5]]), speech(0.2))
 
 
 def alive(pids: list[int]) -> list[int]:
