@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from agent.config import Persona
-from avatar.base import AvatarGenerator, Underrun
-from avatar.registry import AvatarSetup, create_avatar
-from dialogue.base import DialogueBackend
-from dialogue.registry import DialogueSetup, create_dialogue
+from liveavatar.agent.config import Persona
+from liveavatar.avatar.base import AvatarGenerator, Underrun
+from liveavatar.avatar.registry import AvatarSetup, create_avatar
+from liveavatar.dialogue.base import DialogueBackend
+from liveavatar.dialogue.registry import DialogueSetup, create_dialogue
+from liveavatar.media.plugins import SharedModels
 
 
-@dataclass
+@dataclass(eq=False)
 class Agent:
-    """One persona's running parts."""
+    """One persona's running parts; two agents are never equal, even when they play the same persona."""
 
     persona: Persona
     dialogue: DialogueBackend
@@ -29,17 +31,25 @@ class Agent:
         await self.dialogue.aclose()
         await self.avatar.aclose()
 
+    async def __aenter__(self) -> Agent:
+        return self
 
-def build_agent(persona: Persona, size: tuple[int, int], fps: float, audio_rate: int, underrun: Underrun, seed: int = 0) -> Agent:
-    """Create the persona's dialogue backend and avatar generator."""
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def build_agent(persona: Persona, size: tuple[int, int], fps: float, audio_rate: int, underrun: Underrun, seed: int = 0,
+                shared: SharedModels | None = None, executor: Executor | None = None) -> Agent:  # fmt: skip
+    """Create the persona's dialogue backend and avatar generator (over `shared` models, running work on `executor`)."""
     avatar = create_avatar(
         persona.avatar_backend,
         persona.avatar_options,
-        AvatarSetup(persona.portrait, persona.portrait_path, fps=fps, size=size, audio_rate=audio_rate, underrun=underrun, seed=seed),
+        AvatarSetup(persona.portrait, persona.portrait_path, fps=fps, size=size, audio_rate=audio_rate, underrun=underrun, seed=seed,
+                    shared=shared),  # fmt: skip
     )
     dialogue = create_dialogue(
         persona.dialogue_backend,
         persona.dialogue_options,
-        DialogueSetup(persona.name, persona.system_prompt, persona.voice, persona.base_dir),
+        DialogueSetup(persona.name, persona.system_prompt, persona.voice, persona.base_dir, shared=shared, executor=executor),
     )
     return Agent(persona, dialogue, avatar)

@@ -1,4 +1,4 @@
-"""The `liveavatar` command: duet, check, bench."""
+"""The `liveavatar` command: chat, serve, duet, check, bench."""
 
 from __future__ import annotations
 
@@ -10,25 +10,46 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agent.config import ConfigError, load_any, load_duet, load_persona
+from liveavatar.agent import arguments as value
+from liveavatar.agent.config import ConfigError, load_any, load_duet, load_persona
+from liveavatar.agent.printing import line, say
 
 EXIT_CONFIG = 2
+EXIT_DEVICE = 3
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+        try:
+            value.check_usage(args)
+        except value.UsageError as exc:
+            args.parser.error(f"argument {exc.flag}: {exc}")
+    except SystemExit as exc:  # a usage error (argparse printed it) or --help
+        return exc.code if isinstance(exc.code, int) else 2
     console = Console(stderr=True)
     try:
         return int(args.run(args, console) or 0)
     except ConfigError as exc:
         for problem in exc.problems:
-            console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            say(console, ("error:", "bold red"), " ", problem)
         return EXIT_CONFIG
+    except _device_errors() as exc:  # evaluated only when something was raised: the imports stay lazy
+        say(console, ("error:", "bold red"), f" {exc}")
+        return EXIT_DEVICE
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        say(console, ("interrupted", "yellow"))
         return 130
+
+
+def _device_errors() -> tuple[type[Exception], ...]:
+    """Errors of devices and the page that are one line for the user (a sound card missing, a port taken)."""
+    from liveavatar.devices.browser.server import PageError
+    from liveavatar.devices.local import DeviceError
+
+    return DeviceError, PageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,57 +58,79 @@ def _parser() -> argparse.ArgumentParser:
 
     duet = sub.add_parser("duet", help="render two agents talking to each other to an MP4")
     duet.add_argument("config", type=Path, help="duet YAML (two persona files under `agents:`)")
-    duet.add_argument("--out", type=Path, default=Path("duet.mp4"), help="MP4 file to write (default: duet.mp4)")
-    duet.add_argument("--max-seconds", type=float, default=None, help="stop the video at this length (seconds)")
-    duet.add_argument("--max-turns", type=int, default=None, help="stop after this many turns")
+    duet.add_argument("--out", type=value.mp4_file, default=None, help="MP4 file to write (default: duet.mp4)")
+    duet.add_argument("--max-seconds", type=value.positive_seconds, default=None, help="stop the video at this length (seconds)")
+    duet.add_argument("--max-turns", type=value.whole_at_least(1), default=None, help="stop after this many turns")
     duet.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (default 0)")
-    duet.add_argument("--dit-workers", type=int, default=None, metavar="D",
+    duet.add_argument("--dit-workers", type=value.whole_at_least(0), default=None, metavar="D",
                       help="liveavatar avatars: D DiT worker processes (1, 2 or 4; 0 = in-process)")
     live = duet.add_mutually_exclusive_group()
     live.add_argument("--browser", action="store_true", help="play the duet live in a page; speak to barge in on either agent")
-    live.add_argument("--wav", type=Path, help="play the duet live with this WAV file as your voice (with --out: record it)")
+    live.add_argument("--wav", type=value.audio_file, help="play the duet live with this WAV file as your voice (with --out: record it)")
     _page_options(duet)
-    duet.set_defaults(run=_run_duet)
+    duet.set_defaults(run=_run_duet, command="duet", parser=duet)
 
     chat = sub.add_parser("chat", help="talk with one persona, live")
     chat.add_argument("persona", type=Path, help="persona YAML")
     where = chat.add_mutually_exclusive_group()
     where.add_argument("--browser", action="store_true", help="serve a page with mic, camera and the avatar (recommended)")
-    where.add_argument("--wav", type=Path, help="use this WAV file as the microphone (headless)")
+    where.add_argument("--wav", type=value.audio_file, help="use this WAV file as the microphone (headless)")
     _page_options(chat)
-    chat.add_argument("--out", type=Path, default=None, help="with --wav: also record the avatar to this MP4")
+    chat.add_argument("--out", type=value.mp4_file, default=None, help="with --wav: also record the avatar to this MP4")
     chat.add_argument("--headphones", action="store_true", help="local devices: no echo guard (you can interrupt the avatar)")
-    chat.add_argument("--size", type=int, default=512, help="avatar frame size in pixels (default 512)")
-    chat.add_argument("--metrics", type=Path, default=None, help="append per-turn latency figures to this JSON-lines file")
-    chat.add_argument("--dit-workers", type=int, default=None, metavar="D",
+    chat.add_argument("--size", type=value.frame_pixels, default=512, help="avatar frame size in pixels, even (default 512)")
+    chat.add_argument("--metrics", type=value.output_file, default=None, help="append per-turn latency figures to this JSON-lines file")
+    chat.add_argument("--dit-workers", type=value.whole_at_least(0), default=None, metavar="D",
                       help="liveavatar avatar: D DiT worker processes (1, 2 or 4; 0 = in-process)")
-    chat.set_defaults(run=_run_chat)
+    chat.set_defaults(run=_run_chat, command="chat", parser=chat)
+
+    serve = sub.add_parser("serve", help="serve the page to several people at once: each browser tab its own conversation")
+    serve.add_argument("personas", type=Path, nargs="+", help="persona YAML files (the page lets each person pick one)")
+    _page_options(serve, when="")
+    serve.add_argument("--max-sessions", type=value.whole_at_least(1), default=4, metavar="N",
+                       help="conversations at once (default 4); the next person is told that all seats are taken")
+    serve.add_argument("--size", type=value.frame_pixels, default=512, help="avatar frame size in pixels, even (default 512)")
+    serve.add_argument("--metrics", type=value.output_file, default=None,
+                       help="append per-turn latency figures (with the session id) to this JSON-lines file")
+    serve.set_defaults(run=_run_serve, command="serve", parser=serve)
 
     check = sub.add_parser("check", help="validate persona or duet YAML files without running them")
     check.add_argument("files", type=Path, nargs="+", help="persona or duet YAML files")
-    check.set_defaults(run=_run_check)
+    check.set_defaults(run=_run_check, command="check", parser=check)
 
     bench = sub.add_parser("bench", help="print benchmark figures as JSON lines")
     bench.add_argument("what", nargs="*", default=["duet", "portrait"],
-                       help="any of: duet, latency, soak, omni, liveavatar, tpp, portrait (default: duet portrait)")
-    bench.add_argument("--frames", type=int, default=500, help="portrait frames to time (default 500)")
-    bench.set_defaults(run=_run_bench)
+                       help="any of: duet, latency, eot, eot-load, eot-sweep, soak, omni, omni-real, liveavatar, liveavatar-soak, tpp, gpu, "
+                            "serve, portrait (default: duet portrait)")
+    bench.add_argument("--frames", type=value.whole_at_least(1), default=500, help="portrait frames to time (default 500)")
+    bench.add_argument("--blocks", type=value.whole_at_least(1), default=None,
+                       help="liveavatar-soak: blocks to stream (default 20834 = 10,000 s; a shorter soak ends at the same RoPE positions)")
+    bench.add_argument("--device", default="cuda", help="gpu: cuda (default), cuda:N, or cpu")
+    bench.add_argument("--scale", choices=("full", "small"), default=None,
+                       help="gpu: full = the real model's shapes (default on CUDA), small = reduced shapes (default on CPU)")
+    bench.set_defaults(run=_run_bench, command="bench", parser=bench)
     return parser
 
 
-def _page_options(parser: argparse.ArgumentParser) -> None:
-    """The options of the browser page (used with --browser)."""
-    parser.add_argument("--host", default="127.0.0.1", help="with --browser: address to serve the page on (default 127.0.0.1; others need --token)")
-    parser.add_argument("--port", type=int, default=8765, help="with --browser: port for the page (default 8765)")
-    parser.add_argument("--token", default=None, help="with --browser: secret the page must present (required off 127.0.0.1)")
-    parser.add_argument("--no-open", action="store_true", help="with --browser: do not open the page in a browser")
+def _page_options(parser: argparse.ArgumentParser, when: str = "with --browser: ") -> None:
+    """The options of the browser page (used with --browser, or always by serve)."""
+    parser.add_argument("--host", default="127.0.0.1", help=f"{when}address to serve the page on (default 127.0.0.1; others need --token)")
+    parser.add_argument("--port", type=value.port_number, default=8765, help=f"{when}port for the page (default 8765)")
+    parser.add_argument("--token", type=value.secret, default=None, help=f"{when}secret the page must present (required off 127.0.0.1)")
+    parser.add_argument("--no-open", action="store_true", help=f"{when}do not open the page in a browser")
+    parser.add_argument("--transport", choices=("webrtc", "websocket"), default="webrtc",
+                        help=f"{when}how video and voice reach the page: webrtc (default: VP8 and Opus over UDP) "
+                             "or websocket (JPEG and PCM over the page's websocket: for localhost; no echo cancellation)")
+    parser.add_argument("--ice-server", action="append", type=value.ice_server, default=[], metavar="URL",
+                        help=f"{when}a STUN or TURN server for pages behind NAT (webrtc; repeatable), e.g. "
+                             "stun:stun.example.com:3478 or turn:USER:PASSWORD@turn.example.com:3478; none by default")
 
 
 def _announce_page(console: Console, open_it: bool):  # noqa: ANN202 - the server's ready callback
     """Say where the page is, and open it unless asked not to."""
 
     def ready(server) -> None:  # noqa: ANN001 - a BrowserServer
-        console.print(f"[green]open[/] {server.url}  (Ctrl-C to stop)", highlight=False)
+        say(console, ("open", "green"), f" {server.url}  (Ctrl-C to stop)")
         if open_it:
             import webbrowser
 
@@ -96,11 +139,48 @@ def _announce_page(console: Console, open_it: bool):  # noqa: ANN202 - the serve
     return ready
 
 
+def _run_serve(args: argparse.Namespace, console: Console) -> int:
+    from liveavatar.agent.memory import settle_allocator
+    from liveavatar.agent.serve import ServeOptions, serve
+
+    settle_allocator()  # before any thread takes a heap of its own
+
+    problems, personas = [], []
+    for path in args.personas:
+        try:
+            personas.append(load_persona(path, check_face=True))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    options = ServeOptions(args.host, args.port, args.token, args.max_sessions, args.transport, tuple(args.ice_server), (args.size, args.size))
+    show = _event_printer(console)
+
+    def on_event(session_id: str, event: dict) -> None:
+        if event.get("type") == "session":
+            say(console, (f"{session_id} ({event['persona']}): conversation {event['state']}", "dim"))
+        else:
+            show(event, prefix=f"{session_id} ")
+
+    loading = console.status(line(f"loading {', '.join(p.name for p in personas)}…"))
+    loading.start()
+    announce = _announce_page(console, not args.no_open)
+
+    def ready(server) -> None:  # noqa: ANN001 - a BrowserServer
+        loading.stop()
+        announce(server)
+        say(console, (f"up to {args.max_sessions} conversations at once, media over {args.transport}", "dim"))
+
+    try:
+        asyncio.run(serve(personas, options, on_event, ready, args.metrics))
+    finally:
+        loading.stop()
+    return 0
+
+
 def _run_chat(args: argparse.Namespace, console: Console) -> int:
-    from agent.chat import converse, make_agent, serve_browser
-    from agent.clock import Clock
-    from agent.metrics import MetricsLog
-    from devices.local import DeviceError
+    from liveavatar.agent.chat import make_agent
+    from liveavatar.agent.metrics import MetricsLog
 
     persona = load_persona(args.persona, check_face=True)
     if args.dit_workers is not None:
@@ -110,14 +190,27 @@ def _run_chat(args: argparse.Namespace, console: Console) -> int:
         persona = persona.model_copy(update={"turn_taking": persona.turn_taking.model_copy(update={"echo_guard_s": 1e9})})
     metrics = MetricsLog(args.metrics)
     show = _event_printer(console)
-    with console.status(f"loading {persona.name}…"):
+    with console.status(line(f"loading {persona.name}…")):
         agent = make_agent(persona, (args.size, args.size))
     try:
+        asyncio.run(_chat(args, agent, metrics, show, console))
+    finally:
+        metrics.close()
+    return 0
+
+
+async def _chat(args: argparse.Namespace, agent, metrics, show, console: Console) -> None:  # noqa: ANN001 - Agent, MetricsLog, printer
+    """The chat on one event loop, which then releases the agent (its tasks and any TPP worker processes live on it)."""
+    from liveavatar.agent.chat import converse, serve_browser
+    from liveavatar.agent.clock import Clock
+
+    try:
         if args.browser:
-            asyncio.run(serve_browser(agent, args.host, args.port, args.token, metrics, show, _announce_page(console, not args.no_open)))
+            await serve_browser(agent, args.host, args.port, args.token, metrics, show, _announce_page(console, not args.no_open),
+                                transport=args.transport, ice_servers=tuple(args.ice_server))  # fmt: skip
         elif args.wav:
-            from devices.mp4 import MP4Sink
-            from devices.sources import WavFileSource
+            from liveavatar.devices.mp4 import MP4Sink
+            from liveavatar.devices.sources import WavFileSource
 
             clock = Clock()
             try:
@@ -125,21 +218,19 @@ def _run_chat(args: argparse.Namespace, console: Console) -> int:
             except ValueError as exc:
                 raise ConfigError([f"--wav: {exc}"]) from None
             sinks = [MP4Sink(args.out, agent.avatar.size, agent.avatar.fps, agent.avatar.audio_rate)] if args.out else []
-            asyncio.run(converse(agent, source, sinks, metrics, clock, on_event=show))
+            conversation = await converse(agent, source, sinks, metrics, clock, on_event=show)
+            if args.out:
+                say(console, ("recorded", "green"), f" {args.out}: {conversation.frames_presented / agent.avatar.fps:.2f} s")
         else:
-            asyncio.run(_local_chat(agent, metrics, show))
-    except DeviceError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        return 3
+            await _local_chat(agent, metrics, show)
     finally:
-        metrics.close()
-    return 0
+        await agent.aclose()
 
 
 async def _local_chat(agent, metrics, show) -> None:  # noqa: ANN001
-    from agent.chat import converse
-    from agent.clock import Clock
-    from devices.local import MicrophoneSource, SpeakerSink, WindowSink
+    from liveavatar.agent.chat import converse
+    from liveavatar.agent.clock import Clock
+    from liveavatar.devices.local import MicrophoneSource, SpeakerSink, WindowSink
 
     clock = Clock()
     source = MicrophoneSource(clock)
@@ -150,60 +241,69 @@ async def _local_chat(agent, metrics, show) -> None:  # noqa: ANN001
 def _event_printer(console: Console):  # noqa: ANN202
     """Prints the conversation as it goes: who said what, and each turn's latency."""
 
-    def show(event: dict) -> None:
+    def show(event: dict, prefix: str = "") -> None:
         kind = event.get("type")
         if kind == "transcript":
-            who = "[cyan]you[/]" if event["role"] == "user" else f"[yellow]{event.get('speaker') or 'avatar'}[/]"
-            console.print(f"{who}: {'…' if event.get('delta') else ''}{event['text'].strip()}", highlight=False)
+            who = ("you", "cyan") if event["role"] == "user" else (str(event.get("speaker") or "avatar"), "yellow")
+            say(console, prefix, who, f": {'…' if event.get('delta') else ''}{event['text'].strip()}")
         elif kind == "interrupted":
-            console.print(f"[magenta]interrupted[/] (heard: {event['heard']!r})", highlight=False)
+            say(console, prefix, ("interrupted", "magenta"), f" (heard: {event['heard']!r})")
         elif kind == "metrics" and event.get("response_latency_s") is not None:
             barge = event.get("barge_in_latency_s")
             heard = {"user": "you", "agent": "the other agent", "opening": "the opening"}.get(event.get("heard_from"), "you")
-            console.print(f"[dim]{event.get('speaker') or 'avatar'} answered {heard}: response {event['response_latency_s']:.2f} s"
-                          + (f", barge-in {barge:.2f} s" if barge is not None else "") + "[/]", highlight=False)  # fmt: skip
+            say(console, prefix, (f"{event.get('speaker') or 'avatar'} answered {heard}: response {event['response_latency_s']:.2f} s"
+                                  + (f", barge-in {barge:.2f} s" if barge is not None else ""), "dim"))  # fmt: skip
         elif kind == "error":
-            console.print(f"[bold red]error:[/] {event['message']}", highlight=False)
+            say(console, prefix, ("error:", "bold red"), f" {event['message']}")
 
     return show
 
 
-def _live_duet(args: argparse.Namespace, duet, console: Console) -> int:  # noqa: ANN001 - a Duet
+def _live_duet(args: argparse.Namespace, plan, personas, console: Console) -> int:  # noqa: ANN001 - a DuetPlan, Personas
     """The duet played live (real time): the agents talk on their own; the person can barge in on either."""
-    from agent.chat import converse, make_agent, serve_browser
-    from agent.clock import Clock
-    from agent.conversation import LiveDuetPlan
-    from agent.metrics import MetricsLog
+    from liveavatar.agent.chat import make_agent
+    from liveavatar.agent.metrics import MetricsLog
 
-    spec = duet.spec
-    plan = LiveDuetPlan(spec.opening, args.max_turns or spec.max_turns, spec.turn_gap_s, spec.lead_in_s)
-    with console.status("loading the agents…"):
-        agents = [make_agent(p, spec.size, spec.fps, spec.audio_rate) for p in duet.personas]
-    metrics, show = MetricsLog(), _event_printer(console)
-    if args.browser:
-        asyncio.run(serve_browser(agents, args.host, args.port, args.token, metrics, show, _announce_page(console, not args.no_open), duet=plan))
-        return 0
-    from devices.mp4 import MP4Sink
-    from devices.sources import WavFileSource
-
-    clock = Clock()
-    try:
-        source = WavFileSource(clock, args.wav, tail_s=args.max_seconds or spec.max_seconds)
-    except ValueError as exc:
-        raise ConfigError([f"--wav: {exc}"]) from None
-    width, height = spec.size
-    sinks = [MP4Sink(args.out, (width * 2, height), spec.fps, spec.audio_rate)] if args.out else []
-    until = args.max_seconds or spec.max_seconds
-    asyncio.run(converse(agents, source, sinks, metrics, clock, until=until, on_event=show, duet=plan))
-    console.print(f"[green]done[/]: {len(metrics.turns)} turns" + (f", recorded {args.out}" if args.out else ""), highlight=False)
+    with console.status(line("loading the agents…")):
+        agents = [make_agent(p, plan.size, plan.fps, plan.audio_rate) for p in personas]
+    asyncio.run(_duet_live(args, plan, agents, MetricsLog(), console))
     return 0
+
+
+async def _duet_live(args: argparse.Namespace, plan, agents, metrics, console: Console) -> None:  # noqa: ANN001 - DuetPlan, Agents, MetricsLog
+    """The live duet (in the page, or heard from a WAV) on one event loop, which then releases the agents."""
+    from liveavatar.agent.chat import converse, serve_browser
+    from liveavatar.agent.clock import Clock
+    from liveavatar.agent.presenter import picture_size
+
+    show = _event_printer(console)
+    try:
+        if args.browser:
+            await serve_browser(agents, args.host, args.port, args.token, metrics, show, _announce_page(console, not args.no_open),
+                                duet=plan, transport=args.transport, ice_servers=tuple(args.ice_server))  # fmt: skip
+            return
+        from liveavatar.devices.mp4 import MP4Sink
+        from liveavatar.devices.sources import WavFileSource
+
+        clock = Clock()
+        try:
+            source = WavFileSource(clock, args.wav, tail_s=plan.max_seconds)
+        except ValueError as exc:
+            raise ConfigError([f"--wav: {exc}"]) from None
+        sinks = [MP4Sink(args.out, picture_size(agents, plan), plan.fps, plan.audio_rate)] if args.out else []
+        conversation = await converse(agents, source, sinks, metrics, clock, until=plan.max_seconds, on_event=show, duet=plan)
+        recorded = f", recorded {args.out}: {conversation.presenter.frames_presented / plan.fps:.2f} s" if args.out else ""
+        say(console, ("done", "green"), f": {metrics.count} turns{recorded}")
+    finally:
+        for agent in agents:
+            await agent.aclose()
 
 
 def _with_dit_workers(personas: list, workers: int) -> list:  # noqa: ANN001 - Persona objects
     """The personas with `dit_workers` set on their liveavatar avatars; an error if none has one."""
     from pydantic import ValidationError
 
-    from avatar.liveavatar.backend import with_dit_workers
+    from liveavatar.avatar.liveavatar.backend import with_dit_workers
 
     if not any(p.avatar_backend == "liveavatar" for p in personas):
         raise ConfigError([f"--dit-workers: no persona uses the liveavatar avatar backend ({', '.join(str(p.source) for p in personas)})"])
@@ -224,7 +324,7 @@ def _run_check(args: argparse.Namespace, console: Console) -> int:
         try:
             loaded = load_any(path, check_face=True)
             kind = "duet" if hasattr(loaded, "personas") else "persona"
-            console.print(f"[green]ok[/] {path} ({kind})", highlight=False)
+            say(console, ("ok", "green"), f" {path} ({kind})")
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -233,22 +333,24 @@ def _run_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_duet(args: argparse.Namespace, console: Console) -> int:
-    from agent.render import render_duet
+    from liveavatar.agent.render import render_duet
 
     duet = load_duet(args.config, check_face=True)
+    personas = list(duet.personas)
     if args.dit_workers is not None:
-        duet = duet.model_copy(update={"personas": tuple(_with_dit_workers(list(duet.personas), args.dit_workers))})
+        personas = _with_dit_workers(personas, args.dit_workers)
+    limits = {"max_seconds": args.max_seconds, "max_turns": args.max_turns}
+    plan = duet.plan.model_copy(update={k: v for k, v in limits.items() if v is not None})
     if args.browser or args.wav:
-        return _live_duet(args, duet, console)
-    max_seconds = args.max_seconds or duet.spec.max_seconds
-    max_turns = args.max_turns or duet.spec.max_turns
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("turns"),
+        return _live_duet(args, plan, personas, console)
+    args.out = args.out or Path("duet.mp4")
+    columns = (TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("turns"),
                TextColumn("{task.fields[video]:6.1f} s video"), TextColumn("{task.fields[speed]:4.1f}× real time"), TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"{duet.personas[0].name} & {duet.personas[1].name}", total=max_turns, video=0.0, speed=0.0)
+        task = progress.add_task(f"{personas[0].name} & {personas[1].name}", total=plan.max_turns, video=0.0, speed=0.0)
         clock = {"t0": None}
 
-        def on_frame(frame, result) -> None:  # noqa: ANN001 - callback from the renderer
+        def on_frame(frame, result) -> None:  # noqa: ANN001 - callback from the render
             import time
 
             now = time.perf_counter()
@@ -257,22 +359,22 @@ def _run_duet(args: argparse.Namespace, console: Console) -> int:
                 elapsed = max(now - clock["t0"], 1e-6)
                 progress.update(task, completed=len(result.turns), video=result.seconds, speed=result.seconds / elapsed)
 
-        stats = asyncio.run(render_duet(duet, args.out, max_seconds, max_turns, on_frame, args.seed))
-        progress.update(task, completed=len(stats.result.turns), total=max(len(stats.result.turns), 1), video=stats.result.seconds, speed=stats.realtime_factor)
-    for turn in stats.result.turns:
-        console.print(f"  [bold]{turn.speaker}[/]: {turn.text}", highlight=False)
-    for error in stats.result.errors:
-        console.print(f"[bold red]dialogue error:[/] {error}", highlight=False)
-    console.print(f"[green]wrote[/] {args.out}: {stats.result.seconds:.1f} s of video in {stats.wall_seconds:.1f} s "
-                  f"({stats.realtime_factor:.1f}× real time)", highlight=False)  # fmt: skip
+        result = asyncio.run(render_duet(plan, personas, args.out, on_frame, args.seed))
+        progress.update(task, completed=len(result.turns), total=max(len(result.turns), 1), video=result.seconds, speed=result.realtime_factor)
+    for turn in result.turns:
+        say(console, "  ", (turn.speaker, "bold"), f": {turn.text}", (" (cut off: the video ends here)" if turn.cut else "", "dim"))
+    for error in result.errors:
+        say(console, ("dialogue error:", "bold red"), f" {error}")
+    say(console, ("wrote", "green"), f" {args.out}: {result.seconds:.2f} s of video in {result.wall_seconds:.1f} s "
+                                      f"({result.realtime_factor:.1f}× real time)")  # fmt: skip
     return 0
 
 
 def _run_bench(args: argparse.Namespace, console: Console) -> int:
-    from agent.bench import run_benchmarks
+    from liveavatar.testing.bench import run_benchmarks
 
-    run_benchmarks(args.what, frames=args.frames, out=sys.stdout)
-    return 0
+    gpu_argv = ["--device", args.device] + (["--scale", args.scale] if args.scale else [])
+    return run_benchmarks(args.what, frames=args.frames, out=sys.stdout, gpu_argv=gpu_argv, soak_blocks=args.blocks)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import cv2
 import numpy as np
 
-from media import AVFrame
+from liveavatar.agent.duet_plan import Layout
+from liveavatar.media import AVFrame
 
-Layout = Literal["side_by_side", "stacked"]
 CAPTION_HEIGHT = 0.075  # of the tile's height
 ACTIVE_RGB = (255, 196, 64)
+
+
+def canvas_size(tile_size: tuple[int, int], count: int, layout: Layout = "side_by_side") -> tuple[int, int]:
+    """(width, height) of `count` tiles of `tile_size` laid out side by side or stacked."""
+    width, height = tile_size
+    return (width * count, height) if layout == "side_by_side" else (width, height * count)
 
 
 class Compositor:
@@ -21,8 +25,7 @@ class Compositor:
         self.tile_w, self.tile_h = tile_size
         self.count = count
         self.layout = layout
-        cols, rows = (count, 1) if layout == "side_by_side" else (1, count)
-        self.size = (self.tile_w * cols, self.tile_h * rows)
+        self.size = canvas_size(tile_size, count, layout)
         self._origins = [(i * self.tile_w, 0) if layout == "side_by_side" else (0, i * self.tile_h) for i in range(count)]
         self._captions = [self._caption(n) for n in names] if names else None
         self._canvas = np.zeros((self.size[1], self.size[0], 3), np.uint8)

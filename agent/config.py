@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.turn_options import TurnOptions
-from agent.yamlfile import KeyPath, YamlError, dotted, line_of, load_yaml
-from avatar import registry as avatar_registry
-from dialogue import registry as dialogue_registry
-from dialogue.speech.piper_tts import VoiceNotFound, voice_files
-from dialogue.speech.voice import VoiceOptions
+from liveavatar.agent.duet_plan import DuetPlan
+from liveavatar.agent.fields import SomeText
+from liveavatar.agent.files import file_problem
+from liveavatar.agent.turn_options import TurnOptions
+from liveavatar.agent.yamlfile import KeyPath, YamlError, dotted, line_of, load_yaml
+from liveavatar.avatar import registry as avatar_registry
+from liveavatar.dialogue import registry as dialogue_registry
+from liveavatar.dialogue.speech.piper_tts import VoiceNotFound, load_voice, voice_files
+from liveavatar.dialogue.speech.voice import VoiceOptions
+from liveavatar.media.images import MAX_IMAGE_BYTES, ImageError, NotAnImage, decode_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -57,7 +62,7 @@ class AvatarChoice(BackendChoice):
 class PersonaFile(_Strict):
     """The persona YAML as written."""
 
-    name: Annotated[str, Field(min_length=1)]
+    name: SomeText
     portrait: str
     """Path to a PNG or JPEG portrait, relative to the YAML file."""
     system_prompt: str = "You are a friendly, concise conversation partner. Answer in one or two sentences."
@@ -88,32 +93,18 @@ class Persona(BaseModel):
         """The folder relative paths in the persona are resolved against."""
         return self.source.parent
 
+    def __eq__(self, other: object) -> bool:
+        """Personas are compared by identity (field by field would compare portrait arrays, which has no truth value)."""
+        return self is other
 
-class DuetFile(_Strict):
-    """The duet YAML as written."""
+    __hash__ = object.__hash__
+
+
+class DuetFile(DuetPlan):
+    """The duet YAML as written: the plan and the two persona files."""
 
     agents: Annotated[list[str], Field(min_length=2, max_length=2)]
     """The two persona files, relative to this YAML; the first one speaks first."""
-    layout: Literal["side_by_side", "stacked"] = "side_by_side"
-    size: tuple[Annotated[int, Field(ge=64, le=2048)], Annotated[int, Field(ge=64, le=2048)]] = (512, 512)
-    """Each avatar's frame (width, height) in pixels."""
-    fps: Annotated[float, Field(gt=0, le=60)] = 25.0
-    audio_rate: Literal[16000, 22050, 24000, 32000, 44100, 48000] = 24000
-    """Sample rate of the output audio in Hz."""
-    opening: str | None = None
-    """What the first agent hears before its first turn (as text), if anything."""
-    max_turns: Annotated[int, Field(ge=1)] = 12
-    """Stop after this many turns in all."""
-    max_seconds: Annotated[float, Field(gt=0)] = 300.0
-    """Stop the render at this length of video, in seconds."""
-    turn_gap_s: Annotated[float, Field(ge=0, le=5)] = 0.4
-    """Silence between one agent's last word and the other's first, in seconds."""
-    lead_in_s: Annotated[float, Field(ge=0, le=10)] = 0.8
-    """Idle video before the first turn, in seconds."""
-    tail_s: Annotated[float, Field(ge=0, le=10)] = 1.0
-    """Idle video after the last turn, in seconds."""
-    captions: bool = True
-    """Draw each agent's name under its video."""
 
 
 class Duet(BaseModel):
@@ -124,6 +115,11 @@ class Duet(BaseModel):
     spec: DuetFile
     personas: tuple[Persona, Persona]
 
+    @property
+    def plan(self) -> DuetPlan:
+        """How the two agents talk (the file's settings)."""
+        return self.spec
+
 
 # ---------------------------------------------------------------------------------------------- loading
 
@@ -132,6 +128,8 @@ def load_persona(path: Path | str, check_face: bool = False) -> Persona:
     """Read and validate a persona YAML; `check_face` also locates the face in the portrait."""
     path = Path(path)
     data, lines = _read(path)
+    if _is_duet(data):
+        raise ConfigError([f"{path}: a duet file (it lists agents:); expected a persona file here — play a duet with `liveavatar duet {path}`"])
     spec = _validate(PersonaFile, data, path, lines, ())
     problems: list[str] = []
     portrait_path = (path.parent / spec.portrait).resolve()
@@ -139,9 +137,14 @@ def load_persona(path: Path | str, check_face: bool = False) -> Persona:
     dialogue_options = _backend_options("dialogue", spec.dialogue, dialogue_registry, path, lines, problems)
     avatar_options = _backend_options("avatar", spec.avatar, avatar_registry, path, lines, problems)
     try:
-        voice_files(spec.voice.model, path.parent)
+        model, config = voice_files(spec.voice.model, path.parent)
+        if check_face:  # a thorough check: the voice must load, not merely exist (the run loads it the same way)
+            load_voice(model, config)
     except VoiceNotFound as exc:
         problems.append(_where(path, lines, ("voice", "model")) + str(exc))
+    except Exception as exc:  # noqa: BLE001 - Piper and onnx raise many kinds of error for a file that is not a voice
+        problems.append(_where(path, lines, ("voice", "model")) + f"cannot load {spec.voice.model} as a Piper voice: "
+                        + (" ".join(str(exc).split())[:200] or type(exc).__name__))  # fmt: skip
     if problems:
         raise ConfigError(problems)
     persona = Persona(
@@ -151,12 +154,15 @@ def load_persona(path: Path | str, check_face: bool = False) -> Persona:
         turn_taking=spec.turn_taking,
     )  # fmt: skip
     if check_face and persona.avatar_backend == "portrait":
-        from avatar.portrait.backend import NoFaceFound, locate_face
+        from liveavatar.avatar.portrait.backend import FacePointOutside, NoFaceFound, locate_face
 
         try:
             locate_face(persona.portrait, persona.avatar_options, persona.portrait_path)  # type: ignore[arg-type]
+        except FacePointOutside as exc:
+            raise ConfigError([_where(path, lines, ("avatar", "options", "face", *exc.key)) + str(exc)]) from None
         except (NoFaceFound, ValueError) as exc:
-            raise ConfigError([_where(path, lines, ("portrait",)) + str(exc)]) from None
+            at = ("avatar", "options", "face") if persona.avatar_options.face is not None else ("portrait",)  # type: ignore[attr-defined]
+            raise ConfigError([_where(path, lines, at) + str(exc)]) from None
     return persona
 
 
@@ -164,14 +170,24 @@ def load_duet(path: Path | str, check_face: bool = False) -> Duet:
     """Read and validate a duet YAML and both of its personas."""
     path = Path(path)
     data, lines = _read(path)
+    if not _is_duet(data) and "name" in data:
+        raise ConfigError([f"{path}: a persona file; expected a duet file with `agents: [first.yaml, second.yaml]` — "
+                           f"talk with one persona using `liveavatar chat {path}`"])  # fmt: skip
     spec = _validate(DuetFile, data, path, lines, ())
     personas, problems = [], []
     for i, rel in enumerate(spec.agents):
-        persona_path = path.parent / rel
-        if not persona_path.is_file():
-            problems.append(_where(path, lines, ("agents", i)) + f"persona file not found: {persona_path}")
+        persona_path, where = path.parent / rel, _where(path, lines, ("agents", i))
+        problem = file_problem(persona_path, "a persona file")
+        if problem is not None:
+            problems.append(where + problem.replace("file not found", "persona file not found"))
+            continue
+        if persona_path.resolve() == path.resolve():
+            problems.append(where + f"{rel} is this duet file; expected a persona file")
             continue
         try:
+            if _is_duet(_read(persona_path)[0]):
+                problems.append(where + f"{persona_path} is a duet file; expected a persona file")
+                continue
             personas.append(load_persona(persona_path, check_face))
         except ConfigError as exc:
             problems.extend(exc.problems)
@@ -184,7 +200,7 @@ def load_any(path: Path | str, check_face: bool = True) -> Persona | Duet:
     """A persona or a duet, told apart by its keys (duets have `agents`)."""
     path = Path(path)
     data, _ = _read(path)
-    if isinstance(data, dict) and "agents" in data:
+    if _is_duet(data):
         return load_duet(path, check_face)
     return load_persona(path, check_face)
 
@@ -192,11 +208,18 @@ def load_any(path: Path | str, check_face: bool = True) -> Persona | Duet:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+def _is_duet(data: dict[str, Any]) -> bool:
+    """Duet files are told from persona files by their `agents` key."""
+    return "agents" in data
+
+
 def _read(path: Path) -> tuple[Any, dict[KeyPath, int]]:
     try:
         data, lines = load_yaml(path)
     except YamlError as exc:
         raise ConfigError([str(exc)]) from None
+    if data is None:
+        raise ConfigError([f"{path}: the file is empty; expected a mapping of keys (name: ..., portrait: ...)"])
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: expected a mapping of keys (name: ..., portrait: ...), got {type(data).__name__}"])
     return data, lines
@@ -208,10 +231,25 @@ def _where(path: Path, lines: dict[KeyPath, int], at: KeyPath) -> str:
 
 
 def _validate(model: type[BaseModel], data: Any, path: Path, lines: dict[KeyPath, int], prefix: KeyPath) -> Any:
+    not_finite = list(_not_finite(data, prefix))
+    if not_finite:  # no setting of any backend takes NaN or an infinity (`.nan`, `.inf` in YAML)
+        raise ConfigError([_where(path, lines, at) + f"expected a finite number, got {value}" for at, value in not_finite])
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([_where(path, lines, prefix + tuple(e["loc"])) + _explain(e, model, prefix) for e in exc.errors()]) from None
+
+
+def _not_finite(data: Any, at: KeyPath) -> Iterator[tuple[KeyPath, float]]:
+    """Key paths of the NaN and infinite numbers in `data`."""
+    if isinstance(data, float) and not math.isfinite(data):
+        yield at, data
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _not_finite(value, at + (key,))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _not_finite(value, at + (i,))
 
 
 _EXPECTED = {
@@ -220,6 +258,7 @@ _EXPECTED = {
     "bool_parsing": "expected true or false", "bool_type": "expected true or false",
     "string_type": "expected text", "list_type": "expected a list", "tuple_type": "expected a list",
     "dict_type": "expected a mapping of keys", "model_type": "expected a mapping of keys",
+    "finite_number": "expected a finite number",
 }  # fmt: skip
 
 
@@ -232,6 +271,8 @@ def _explain(error: Any, model: type[BaseModel], prefix: KeyPath) -> str:
         return "required key is missing"
     if kind in _EXPECTED:
         return f"{_EXPECTED[kind]}, got {value!r}"
+    if kind == "value_error" and "error" in error.get("ctx", {}):  # our own validators write whole messages
+        return str(error["ctx"]["error"])
     if kind == "literal_error":
         return f"expected one of {error['ctx']['expected']}, got {value!r}"
     return f"{error['msg'][0].lower()}{error['msg'][1:]}" + (f", got {value!r}" if not isinstance(value, dict) else "")
@@ -250,20 +291,32 @@ def _allowed_keys(model: type[BaseModel], at: tuple) -> str:
 
 
 def _read_image(image_path: Path, path: Path, lines: dict[KeyPath, int], at: KeyPath, problems: list[str]) -> np.ndarray:
+    """The portrait, size-checked from its header before its pixels are decoded."""
     where = _where(path, lines, at)
-    if not image_path.is_file():
-        problems.append(where + f"file not found: {image_path}")
-        return np.zeros((1, 1, 3), np.uint8)
+    nothing = np.zeros((1, 1, 3), np.uint8)
+    problem = file_problem(image_path, "a PNG or JPEG file")
+    if problem is not None:
+        problems.append(where + problem)
+        return nothing
     if image_path.suffix.lower() not in IMAGE_SUFFIXES:
         problems.append(where + f"expected a PNG or JPEG image, got {image_path.name}")
-        return np.zeros((1, 1, 3), np.uint8)
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
+        return nothing
+    try:
+        if image_path.stat().st_size > MAX_IMAGE_BYTES:
+            raise ImageError(f"the file is {image_path.stat().st_size / 2**20:.0f} MiB; the limit for an image is {MAX_IMAGE_BYTES // 2**20} MiB")
+        image = decode_image(image_path.read_bytes())
+    except OSError as exc:
+        problems.append(where + f"cannot read {image_path}: {exc.strerror or exc}")
+        return nothing
+    except NotAnImage:
         problems.append(where + f"cannot read {image_path} as an image (expected a PNG or JPEG file)")
-        return np.zeros((1, 1, 3), np.uint8)
+        return nothing
+    except ImageError as exc:
+        problems.append(where + f"{image_path}: {exc}")
+        return nothing
     if min(image.shape[:2]) < 64:
         problems.append(where + f"image is {image.shape[1]}×{image.shape[0]} pixels; expected at least 64×64")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def _backend_options(section: str, choice: BackendChoice, registry: Any, path: Path, lines: dict[KeyPath, int], problems: list[str]) -> BaseModel:

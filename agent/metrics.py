@@ -16,7 +16,10 @@ class TurnMetrics:
     generation: int
     user_onset: float  # the user's speech began (VAD)
     user_speech_end: float  # ... and ended (VAD), i.e. before the end-of-turn silence
-    turn_end: float  # the end-of-turn silence was over
+    turn_end: float  # the turn was over (see turn_end_cause)
+    turn_end_cause: str = "silence"  # silence | model (end-of-turn model said complete) | question (transcript) | fallback
+    end_of_turn_probability: float | None = None  # the end-of-turn model's verdict on the last pause, if it came in time
+    end_of_turn_model_s: float | None = None  # ... and how long it took
     transcript: str | None = None
     reply_text: str = ""
     heard_text: str = ""
@@ -30,6 +33,8 @@ class TurnMetrics:
     resumed: bool = False  # paused by the user, then resumed (a false interruption)
     error: str | None = None
     prepared_early: bool = False  # the reply was started during the user's pause, before the turn ended
+    speech_s: float = 0.0  # seconds of speech the reply produced (all of it, heard or not)
+    played_s: float = 0.0  # seconds the reply was on the sinks (live: with any gaps where its speech came late)
     speaker: str = ""  # the agent who answered
     heard_from: str = "user"  # what was answered: "user", "agent" (the other agent in a duet) or "opening"
 
@@ -38,17 +43,25 @@ class TurnMetrics:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
+TURNS_KEPT = 1000
+"""Finished turns kept in memory (a page server runs for days: its memory must stay flat); the file keeps all."""
+
+
 @dataclass
 class MetricsLog:
-    """Keeps every finished turn; appends each as one JSON line to `path` (if given)."""
+    """Keeps the last TURNS_KEPT finished turns and counts all; appends each as one JSON line to `path` (if given)."""
 
     path: Path | None = None
     turns: list[TurnMetrics] = field(default_factory=list)
+    count: int = 0  # turns finished in all
     _file: IO[str] | None = None
 
     def add(self, metrics: TurnMetrics) -> None:
         """Record a finished turn."""
         self.turns.append(metrics)
+        self.count += 1
+        if len(self.turns) > 2 * TURNS_KEPT:  # trimmed in halves: appending stays O(1) on average
+            del self.turns[:-TURNS_KEPT]
         if self.path is not None:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,18 +1,23 @@
 """Turn-taking and barge-in parameters: the `turn_taking:` section of a persona YAML.
 
-Defaults follow the best frameworks (see docs/conversation-anchors.md): speech must last 0.2 s to
+Defaults follow the best frameworks (see ../shared/docs/conversation-anchors.md): speech must last 0.2 s to
 open a user turn (pipecat `start_secs`), 0.6 s of silence ends it (pipecat's speech timeout, within
 livekit's 0.5–3.0 s endpointing window), and barge-in pauses the avatar after 0.2 s of user speech,
 resuming if no real turn follows within 2.0 s (livekit `false_interruption_timeout`). LiveKit waits
 0.5 s before pausing; we pause sooner because a pause is undone by resuming, and users of avatar
 frameworks complain most about avatars that keep talking over them.
+
+With the end-of-turn model on (Smart Turn v3.2, as pipecat combines it with the VAD), a short silence
+only proposes an end and the model decides; the silence rule stays as the bound on a late verdict, and
+a longer fallback silence ends a turn the model keeps calling incomplete. The defaults of the model's
+options were chosen with `liveavatar bench eot` (README, "Knowing when a person is done").
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TurnOptions(BaseModel):
@@ -24,7 +29,17 @@ class TurnOptions(BaseModel):
     speech_start_s: Annotated[float, Field(ge=0.0, le=2.0)] = 0.2
     """Seconds of continuous speech before a user turn starts."""
     end_of_turn_silence_s: Annotated[float, Field(ge=0.1, le=5.0)] = 0.6
-    """Seconds of silence after speech that end the user's turn."""
+    """Seconds of silence after speech that end the user's turn. With the end-of-turn model on, only when the model
+    has not answered by then (a slow model never makes a turn wait longer than the silence rule would)."""
+    end_of_turn_model: bool = True
+    """Let the end-of-turn model (Smart Turn v3.2: hears the user's voice, any dialogue backend) decide whether a
+    pause ends the turn. Off: silence alone decides."""
+    end_of_turn_proposal_silence_s: Annotated[float, Field(ge=0.05, le=2.0)] = 0.2
+    """With the model: seconds of silence after which the model is asked whether the turn is over."""
+    end_of_turn_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    """With the model: its probability of "complete" at or above which the pause ends the turn."""
+    end_of_turn_fallback_silence_s: Annotated[float, Field(ge=0.1, le=10.0)] = 1.0
+    """With the model: seconds of silence that end the turn even though the model called it incomplete."""
     question_end_silence_s: Annotated[float, Field(ge=0.1, le=5.0)] = 0.3
     """Seconds of silence that end a turn whose words so far end in a question mark (when the dialogue backend
     transcribes the user early, as the cascade does): questions are complete turns, so the reply comes sooner."""
@@ -38,3 +53,15 @@ class TurnOptions(BaseModel):
     """Resume the paused reply after a false interruption (otherwise it is dropped)."""
     echo_guard_s: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     """With local speakers and no echo cancellation: ignore user speech this long after the avatar starts talking."""
+
+    @model_validator(mode="after")
+    def _silences_in_order(self) -> "TurnOptions":
+        if self.end_of_turn_model and not (
+            self.end_of_turn_proposal_silence_s < self.end_of_turn_silence_s <= self.end_of_turn_fallback_silence_s
+        ):
+            raise ValueError(
+                "with end_of_turn_model on, expected end_of_turn_proposal_silence_s < end_of_turn_silence_s <= "
+                f"end_of_turn_fallback_silence_s, got {self.end_of_turn_proposal_silence_s} s, {self.end_of_turn_silence_s} s, "
+                f"{self.end_of_turn_fallback_silence_s} s"
+            )
+        return self

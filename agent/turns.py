@@ -4,6 +4,15 @@ It never touches audio, models or clocks: each call passes the time, and each ca
 events it caused. Barge-in is pause-then-decide (as LiveKit Agents does it): sustained user speech
 over the avatar pauses it; the conversation then decides whether a real user turn followed
 (`commit_turn`) — interrupt — or not (`reject_turn`, or nothing within the timeout) — resume.
+
+The end of a user turn: without the end-of-turn model, a silence of `end_of_turn_silence_s` ends it
+(`question_end_silence_s` when the early transcript ends in "?"). With the model, as pipecat combines
+Smart Turn with its VAD, a short silence only proposes an end (`EndOfTurnProposed`); the conversation
+runs the model and hands back its verdict (`end_of_turn_verdict`), which ends the turn at once when it
+says "complete". "Incomplete" keeps the turn open until a verdict on a later pause says complete or the
+fallback silence passes. A verdict that has not come by `end_of_turn_silence_s` is not waited for: the
+silence rule ends the turn, so a slow model never stalls it. An early transcript ending in "?" still ends
+the turn after `question_end_silence_s`, whatever the model said.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from agent.turn_options import TurnOptions
+from liveavatar.agent.turn_options import TurnOptions
 
 
 class Floor(enum.Enum):
@@ -44,11 +53,21 @@ class UserTurnEnded(TurnEvent):
     onset: float
     speech_end: float
     over_agent: bool  # spoken while the avatar was paused: the conversation must commit or reject it
+    cause: str = "silence"  # what ended it: silence | model | question | fallback
 
 
 @dataclass(frozen=True)
 class UserPaused(TurnEvent):
     """The user stopped speaking for a moment; a reply may be prepared (it may still be discarded)."""
+
+    onset: float
+    speech_end: float
+
+
+@dataclass(frozen=True)
+class EndOfTurnProposed(TurnEvent):
+    """The user has been silent for the proposal silence: ask the end-of-turn model about their speech since
+    `onset` (up to `t`), then call `end_of_turn_verdict` with this `onset` and `speech_end`."""
 
     onset: float
     speech_end: float
@@ -95,6 +114,8 @@ class TurnTaker:
         self._in_turn = False  # a speech run long enough to be a turn (or an interruption) is in progress
         self._preempted = False
         self._question = False  # the words so far end in a question mark (a hint from speech recognition)
+        self._proposed = False  # this pause was put to the end-of-turn model
+        self._incomplete = False  # ...and the model said the turn goes on
         self._awaiting_verdict_since: float | None = None  # paused, user's turn ended, waiting for commit/reject
         self._agent_speaking = False
         self._agent_started_at = -1e9
@@ -110,6 +131,14 @@ class TurnTaker:
             self._agent_started_at = t
             if self.floor in (Floor.IDLE, Floor.USER) and not self._in_turn:
                 self.floor = Floor.AGENT
+            elif self.floor == Floor.USER and self.options.interruptions:
+                # A reply to an earlier turn (one that ended inside a hesitation) begins while the user is again in
+                # a turn: treat it as if the user had barged in, so the avatar does not talk over them.
+                # The overlap (and so the "barge-in") begins now, not at the user's onset, which came before the reply.
+                if self.can_pause:
+                    self.floor = Floor.PAUSED
+                    return [PauseAgent(t, t)]
+                return [InterruptAgent(t, t)]
         elif self.floor == Floor.AGENT:
             self.floor = Floor.IDLE
         return []
@@ -125,6 +154,7 @@ class TurnTaker:
             if self._preempted:
                 self._preempted, self._question = False, False
                 events.append(UserResumed(end))
+            self._proposed, self._incomplete = False, False
             self._speech_run += dt
             self._silence_run = 0.0
             self._speech_end = end
@@ -140,7 +170,22 @@ class TurnTaker:
         if not self._in_turn or (self._onset, self._speech_end) != (onset, speech_end):
             return []  # the user has gone on speaking since
         self._question = True
-        return self._end_turn(t) if self._silence_run >= self.options.question_end_silence_s else []
+        # Words that form a question end the turn even when the end-of-turn model heard the voice go on: Whisper's
+        # "?" comes from the words and their intonation, and the model misses some long wh-questions (README).
+        return self._end_turn(t, "question") if self._silence_run >= self.options.question_end_silence_s else []
+
+    def awaits_verdict(self, onset: float, speech_end: float) -> bool:
+        """Whether a verdict on the pause after `speech_end` (of the turn begun at `onset`) could still end the turn."""
+        return self._in_turn and (self._onset, self._speech_end) == (onset, speech_end)
+
+    def end_of_turn_verdict(self, t: float, onset: float, speech_end: float, probability: float) -> list[TurnEvent]:
+        """The end-of-turn model's verdict on the pause proposed at `speech_end`: the probability that the turn is over."""
+        if not self.awaits_verdict(onset, speech_end):
+            return []  # the user has gone on speaking since, or the turn has already ended
+        if probability >= self.options.end_of_turn_threshold:
+            return self._end_turn(t, "model")
+        self._incomplete = True
+        return []
 
     def commit_turn(self, t: float) -> list[TurnEvent]:
         """The user's turn over the paused avatar was real (it had words): interrupt the held reply."""
@@ -195,15 +240,23 @@ class TurnTaker:
         if not self._preempted and PREEMPT_SILENCE_S <= self._silence_run < o.end_of_turn_silence_s:
             self._preempted = True
             events.append(UserPaused(t, self._onset, self._speech_end))
-        if self._silence_run >= (o.question_end_silence_s if self._question else o.end_of_turn_silence_s):
-            events += self._end_turn(t)
+        if o.end_of_turn_model and not self._proposed and self._silence_run >= o.end_of_turn_proposal_silence_s:
+            self._proposed = True
+            events.append(EndOfTurnProposed(t, self._onset, self._speech_end))
+        if self._question and self._silence_run >= o.question_end_silence_s:
+            events += self._end_turn(t, "question")
+        elif self._incomplete and self._silence_run >= o.end_of_turn_fallback_silence_s:
+            events += self._end_turn(t, "fallback")
+        elif not self._incomplete and self._silence_run >= o.end_of_turn_silence_s:
+            events += self._end_turn(t, "silence")
         return events
 
-    def _end_turn(self, t: float) -> list[TurnEvent]:
+    def _end_turn(self, t: float, cause: str) -> list[TurnEvent]:
         assert self._onset is not None and self._speech_end is not None
         over_agent = self.floor == Floor.PAUSED
-        event = UserTurnEnded(t, self._onset, self._speech_end, over_agent)
+        event = UserTurnEnded(t, self._onset, self._speech_end, over_agent, cause)
         self._in_turn, self._preempted, self._question, self._onset = False, False, False, None
+        self._proposed, self._incomplete = False, False
         if over_agent:
             self._awaiting_verdict_since = t
         elif self.floor == Floor.USER:

@@ -1,5 +1,5 @@
 """Avatar generators: speech chunks in, an endless stream of audio-carrying video frames out."""
 
-from avatar.base import AvatarGenerator, Underrun
+from liveavatar.avatar.base import AvatarGenerator, Underrun
 
 __all__ = ["AvatarGenerator", "Underrun"]

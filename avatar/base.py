@@ -6,7 +6,7 @@ import abc
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from media import AudioChunk, AVFrame
+from liveavatar.media import AudioChunk, AVFrame
 
 Underrun = Literal["silence", "wait"]
 """What a generator does when a reply is open but its next speech has not arrived yet.
@@ -39,6 +39,12 @@ class AvatarGenerator(abc.ABC):
     @abc.abstractmethod
     def clear(self) -> None:
         """Drop all queued speech and not-yet-emitted frames (barge-in); the stream continues idle."""
+
+    def reset(self) -> None:
+        """A new conversation (a new page): drop all queued speech and any pause, and forget every past generation,
+        so the new conversation may number its replies from 1 again. The stream goes on idle; the new consumer
+        calls `frames()` again (the previous iterator must no longer be used)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot start a fresh conversation (no reset())")
 
     def pause(self) -> None:
         """Hold queued speech where it is: frames go idle (listening) until `resume()`."""

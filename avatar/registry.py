@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from avatar.base import AvatarGenerator, Underrun
-from media.plugins import BackendRegistry
+from liveavatar.avatar.base import AvatarGenerator, Underrun
+from liveavatar.media.plugins import BackendRegistry
 
 # name -> module path; modules are imported only when that backend is used (torch stays unimported).
 BACKENDS: dict[str, str] = {
-    "portrait": "avatar.portrait.backend",
-    "liveavatar": "avatar.liveavatar.backend",
+    "portrait": "liveavatar.avatar.portrait.backend",
+    "liveavatar": "liveavatar.avatar.liveavatar.backend",
 }
 REGISTRY = BackendRegistry("avatar", BACKENDS)
 
@@ -31,6 +31,7 @@ class AvatarSetup:
     audio_rate: int = 24000
     underrun: Underrun = "silence"
     seed: int = 0
+    shared: Any = None  # media.plugins.SharedModels: what a server's sessions share (None: compute it here)
 
 
 def options_model(backend: str) -> type[BaseModel]:

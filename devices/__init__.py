@@ -1,5 +1,5 @@
 """Where frames go and audio comes from: files, local devices, the browser."""
 
-from devices.sink import FrameSink
+from liveavatar.devices.sink import FrameSink
 
 __all__ = ["FrameSink"]

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from devices.sink import FrameSink
-from devices.sources import CHUNK_S, AudioSource, Pacer
-from media import AudioChunk, AVFrame, SampleFIFO
+from liveavatar.devices.sink import FrameSink
+from liveavatar.devices.sources import CHUNK_S, AudioSource, Pacer
+from liveavatar.media import AudioChunk, AVFrame, SampleFIFO
 
 ALTERNATIVES = "use --browser (the page uses the browser's microphone, camera and speaker) or --wav FILE"
 

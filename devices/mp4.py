@@ -9,8 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from devices.sink import FrameSink
-from media import AVFrame
+from liveavatar.devices.sink import FrameSink
+from liveavatar.media import AVFrame
 
 AAC_FRAME = 1024  # samples per AAC packet
 
@@ -80,27 +80,33 @@ class MP4Sink(FrameSink):
         self.writer = MP4Writer(path, size, fps, audio_rate, **options)  # type: ignore[arg-type]
         self._queue: asyncio.Queue[AVFrame | None] = asyncio.Queue(maxsize=queue_frames)
         self._thread_error: BaseException | None = None
+        self._reported = False  # the encoder's error was raised to a caller already
         self._task: asyncio.Task[None] | None = None
 
     async def write(self, frame: AVFrame) -> None:
-        """Queue a frame for encoding (waits when the encoder is behind)."""
+        """Queue a frame for encoding (waits when the encoder is behind); raises the encoder's error, if it had one."""
         if self._thread_error is not None:
+            self._reported = True
             raise self._thread_error
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
         await self._queue.put(frame)
 
     async def _drain(self) -> None:
+        """Encode queued frames in a thread; after a failure, keep taking frames (dropped) so no writer waits forever."""
         while (frame := await self._queue.get()) is not None:
-            try:
-                await asyncio.to_thread(self.writer.write, frame.image, frame.audio)
-            except BaseException as exc:
-                self._thread_error = exc
-                raise
+            if self._thread_error is None:
+                try:
+                    await asyncio.to_thread(self.writer.write, frame.image, frame.audio)
+                except Exception as exc:  # noqa: BLE001 - handed to the next write() and to aclose()
+                    self._thread_error = exc
 
     async def aclose(self) -> None:
-        """Encode everything queued, then finish the file."""
-        if self._task is not None:
+        """Encode everything queued, then finish the file (even after an encoder error, which is then raised)."""
+        if self._task is not None and not self._task.done():
             await self._queue.put(None)
             await self._task
         await asyncio.to_thread(self.writer.close)
+        if self._thread_error is not None and not self._reported:
+            self._reported = True
+            raise self._thread_error

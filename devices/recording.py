@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from devices.sink import FrameSink
-from media import AVFrame
+from liveavatar.devices.sink import FrameSink
+from liveavatar.media import AVFrame
 
 
 @dataclass(frozen=True)

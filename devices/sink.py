@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 
-from media import AVFrame
+from liveavatar.media import AVFrame
 
 
 class FrameSink(abc.ABC):

@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 import soundfile
 
-from media import AudioChunk, SampleFIFO, resample
+from liveavatar.media import AudioChunk, SampleFIFO, resample
 
 CHUNK_S = 0.02  # 20 ms, like a sound card's buffer
 
@@ -36,13 +36,41 @@ class AudioSource(abc.ABC):
         """Release the device."""
 
 
+MAX_SOUND_FILE_S = 3600.0
+"""The longest sound file taken as a microphone: an hour (it is held in memory, 230 MB at 16 kHz)."""
+SOUND_FILE_RATES = (4000, 384000)
+"""Sample rates (Hz) taken from a sound file's header."""
+
+
+def sound_file_problem(path: Path | str) -> str | None:
+    """What is wrong with a sound file, from its header alone (None: it can be read)."""
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, soundfile.LibsndfileError) as exc:
+        return f"cannot read {path} as audio: {exc}"
+    low, high = SOUND_FILE_RATES
+    if not low <= info.samplerate <= high:
+        return f"{path} states a sample rate of {info.samplerate} Hz; expected {low} to {high}"
+    if info.channels < 1 or info.frames <= 0:
+        return f"{path} holds no audio"
+    if info.frames / info.samplerate > MAX_SOUND_FILE_S:
+        return f"{path} is {info.frames / info.samplerate / 60:.0f} minutes long; the limit is {MAX_SOUND_FILE_S / 60:.0f} minutes"
+    return None
+
+
 def read_wav(path: Path | str, rate: int = 16000) -> np.ndarray:
-    """A sound file as float32 mono at `rate` (stereo is averaged); errors name the file."""
+    """A sound file as float32 mono at `rate` (stereo is averaged), its header checked first; errors name the file."""
+    problem = sound_file_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
     try:
         pcm, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as exc:
         raise ValueError(f"cannot read {path} as audio: {exc}") from None
-    return resample(pcm.mean(axis=1), file_rate, rate)
+    if not len(pcm):
+        raise ValueError(f"{path} holds no audio")
+    mono = np.clip(np.nan_to_num(pcm, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0).mean(axis=1)  # float files may hold anything
+    return np.clip(resample(mono, file_rate, rate), -1.0, 1.0)
 
 
 class ScriptedSpeech(AudioSource):
@@ -109,6 +137,11 @@ class SpeechOnCue(AudioSource):
         self._queue.push(pcm)
         start = self._assembled_until if self._assembled_until is not None else self.clock.now()
         return start + pending / self.rate
+
+    @property
+    def speaking(self) -> bool:
+        """True while part of an utterance is still to be delivered."""
+        return len(self._queue) > 0
 
     async def chunks(self) -> AsyncIterator[AudioChunk]:
         """20 ms chunks in real time on the clock, forever."""

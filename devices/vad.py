@@ -6,17 +6,17 @@ The wheel declares a torch dependency and its `__init__` imports torch, so it is
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from liveavatar.media.packaged import INSTALL_HINT, package_dir
+
 SAMPLE_RATE = 16000
 WINDOW = 512  # samples per inference at 16 kHz: 32 ms
 CONTEXT = 64  # samples of the previous window the model sees
 MODEL_FILE = "silero_vad.onnx"
-INSTALL_HINT = "pip install --no-deps silero-vad==6.2.3"
 
 
 class VADModelMissing(RuntimeError):
@@ -25,10 +25,10 @@ class VADModelMissing(RuntimeError):
 
 def model_path() -> Path:
     """Path of silero_vad.onnx inside the installed wheel."""
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or spec.origin is None:
+    folder = package_dir("silero_vad")
+    if folder is None:
         raise VADModelMissing(f"the silero VAD model is not installed; run: {INSTALL_HINT}")
-    path = Path(spec.origin).parent / "data" / MODEL_FILE
+    path = folder / "data" / MODEL_FILE
     if not path.is_file():
         raise VADModelMissing(f"{path} is missing; reinstall with: {INSTALL_HINT}")
     return path
@@ -47,16 +47,21 @@ class VADWindow:
         return self.end_s - WINDOW / SAMPLE_RATE
 
 
+def load_model(path: Path | None = None):  # noqa: ANN201 - an onnxruntime.InferenceSession
+    """The silero model, ready to run; one can serve every stream of a process (each SileroVAD keeps its own state)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path or model_path()), options, providers=["CPUExecutionProvider"])
+
+
 class SileroVAD:
     """Streaming speech probabilities for 16 kHz mono audio, one per 512-sample window."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(path or model_path()), options, providers=["CPUExecutionProvider"])
+    def __init__(self, path: Path | None = None, model: object | None = None) -> None:
+        self._session = model if model is not None else load_model(path)  # `model`: one from load_model(), shared
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
         self.reset()
 

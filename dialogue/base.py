@@ -5,10 +5,11 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from media import AudioChunk
+from liveavatar.media import AudioChunk
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +51,21 @@ class DialogueBackend(abc.ABC):
 
     Cancelling the task that iterates `reply()` must stop the backend promptly (under 50 ms) and
     release its stream; the cancelled reply then counts only as far as `record_played` says.
+
+    Backends that can listen while the user speaks set `listens_while_user_speaks`: the conversation
+    then hands them the user's audio as it is captured (`user_turn_started`, then `user_audio` for every
+    chunk until the turn ends), and `reply(turn)` for that turn (same `turn.audio.pts`) only has to
+    finish what is already under way. They still take any turn whole in `reply` (an agent's voice, a
+    turn whose early reply was dropped). Both hooks are called from the event loop and must not block.
     """
+
+    listens_while_user_speaks: ClassVar[bool] = False
+
+    def user_turn_started(self, audio: AudioChunk) -> None:
+        """The user began a turn: `audio` is what was captured of it so far (from just before the onset)."""
+
+    def user_audio(self, chunk: AudioChunk) -> None:
+        """More of the user's current turn, as it is captured (until the turn ends)."""
 
     @abc.abstractmethod
     def reply(self, turn: UserTurn) -> AsyncIterator[ReplyEvent]:
@@ -62,6 +77,14 @@ class DialogueBackend(abc.ABC):
 
     def discard_turn(self, turn: UserTurn) -> None:
         """Forget `turn` and its reply, if they were recorded: it was prepared early and the user went on."""
+
+    def reset(self) -> None:
+        """Forget the whole conversation: a new person is talking (a new page). Loaded models stay loaded.
+
+        Every backend that keeps a history must implement it; the default refuses, so no conversation
+        is ever carried over to the next person by mistake.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot start a fresh conversation (no reset())")
 
     async def aclose(self) -> None:
         """Release resources; the default has none."""

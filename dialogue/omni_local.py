@@ -33,12 +33,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from dialogue.base import DialogueError, ReplyEvent, TextDelta, UserTurn
-from dialogue.omni.history import HistoryBackend, OmniHistory
-from dialogue.omni.prompt import PromptMessage, SpecialTokens, build_inputs
-from dialogue.omni.wire import DEFAULT_OUTPUT_RATE, QWEN_SYSTEM_PROMPT
-from dialogue.registry import DialogueSetup
-from media import AudioChunk
+from liveavatar.dialogue.base import DialogueError, ReplyEvent, TextDelta, UserTurn
+from liveavatar.dialogue.omni.history import HistoryBackend, OmniHistory
+from liveavatar.dialogue.omni.prompt import PromptMessage, SpecialTokens, build_inputs
+from liveavatar.dialogue.omni.wire import DEFAULT_OUTPUT_RATE, QWEN_SYSTEM_PROMPT
+from liveavatar.dialogue.registry import DialogueSetup
+from liveavatar.media import AudioChunk
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dialogue.base import DialogueError, ReplyEvent, TextDelta, UserTurn
-from dialogue.omni.history import HistoryBackend, OmniHistory
-from dialogue.omni.wire import (
+from liveavatar.dialogue.base import DialogueError, ReplyEvent, TextDelta, UserTurn
+from liveavatar.dialogue.omni.history import HistoryBackend, OmniHistory
+from liveavatar.dialogue.omni.wire import (
     DEFAULT_OUTPUT_RATE,
     DONE,
     QWEN_SYSTEM_PROMPT,
@@ -41,8 +41,8 @@ from dialogue.omni.wire import (
     parse_chunk,
     request_body,
 )
-from dialogue.registry import DialogueSetup
-from dialogue.sse import SseDecoder, SseEvent
+from liveavatar.dialogue.registry import DialogueSetup
+from liveavatar.dialogue.sse import SseDecoder, SseEvent
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -120,12 +120,15 @@ class ReplyTrace:
     """When one reply's milestones happened (time.perf_counter seconds); None until they happen."""
 
     started: float
+    request_built: float | None = None  # the request body is ready to go (history encoded)
+    request_bytes: int | None = None  # its size
     headers: float | None = None
     first_event: float | None = None
     first_text: float | None = None
     first_audio_received: float | None = None  # the network read completing the first audio event
     first_audio_ready: float | None = None  # its AudioChunk decoded, about to be yielded
     finished: float | None = None
+    prompt_tokens: int | None = None  # the prompt's length as the server counted it (its `usage`), when sent
 
 
 class OmniServerBackend(HistoryBackend):
@@ -182,6 +185,7 @@ class OmniServerBackend(HistoryBackend):
         opts = self.options
         client = self._http()
         request = client.build_request("POST", f"{opts.base_url}/chat/completions", json=body, headers=self._headers())
+        trace.request_built, trace.request_bytes = time.perf_counter(), len(request.content)
         try:
             response = await _within(client.send(request, stream=True), opts.first_byte_timeout_s, self._no_first_byte())
         except httpx.HTTPError as exc:
@@ -220,6 +224,8 @@ class OmniServerBackend(HistoryBackend):
                     done = True
                     break
                 content = parse_chunk(event.data)
+                if content.prompt_tokens is not None:
+                    trace.prompt_tokens = content.prompt_tokens
                 saw_content_text = saw_content_text or bool(content.text)
                 for text in content.text or ([] if saw_content_text else content.transcript):
                     if trace.first_text is None:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from dialogue.base import DialogueBackend
-from media.plugins import BackendRegistry
+from liveavatar.dialogue.base import DialogueBackend
+from liveavatar.media.plugins import BackendRegistry
 
 # name -> module path; imported only when used.
 BACKENDS: dict[str, str] = {
-    "scripted": "dialogue.scripted",
-    "omni_server": "dialogue.omni_server",
-    "omni_local": "dialogue.omni_local",
-    "cascade": "dialogue.cascade",
+    "scripted": "liveavatar.dialogue.scripted",
+    "omni_server": "liveavatar.dialogue.omni_server",
+    "omni_realtime": "liveavatar.dialogue.omni_realtime",
+    "omni_local": "liveavatar.dialogue.omni_local",
+    "cascade": "liveavatar.dialogue.cascade",
 }
 REGISTRY = BackendRegistry("dialogue", BACKENDS)
 
@@ -29,6 +31,8 @@ class DialogueSetup:
     system_prompt: str
     voice: Any = None  # dialogue.tts.VoiceOptions for backends that synthesize speech locally
     base_dir: Path = field(default_factory=Path.cwd)  # the persona file's folder, for relative paths
+    shared: Any = None  # media.plugins.SharedModels: models loaded once for every session of a server (None: load own)
+    executor: Executor | None = None  # where blocking work (ASR, LLM, TTS) runs; None: the event loop's default
 
 
 def options_model(backend: str) -> type[BaseModel]:

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from dialogue.base import DialogueBackend, ReplyEvent, TextDelta, UserTurn
-from dialogue.registry import DialogueSetup
-from dialogue.speech.piper_tts import PiperTTS
-from dialogue.speech.sentences import split_sentences
-from dialogue.speech.voice import VoiceOptions
+from liveavatar.dialogue.base import DialogueBackend, ReplyEvent, TextDelta, UserTurn
+from liveavatar.dialogue.registry import DialogueSetup
+from liveavatar.dialogue.speech.piper_tts import PiperTTS
+from liveavatar.dialogue.speech.sentences import split_sentences
+from liveavatar.dialogue.speech.voice import VoiceOptions
 
 
 HISTORY_KEPT = 64  # history entries remembered (each holds its turn, audio included)
+
+
+def _speakable(line: str) -> str:
+    """A scripted line must have a word to speak; a blank one would silently skip the persona's turn."""
+    if not line.strip():
+        raise ValueError(f"a line must say something; got {'only spaces' if line else 'an empty line'}")
+    if not re.search(r"\w", line):
+        raise ValueError(f"a line must say something; {line.strip()!r} has no word to speak")
+    return line
 
 
 class Options(BaseModel):
     """`dialogue.options` for `backend: scripted`."""
 
     model_config = ConfigDict(extra="forbid")
-    lines: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    lines: Annotated[list[Annotated[str, AfterValidator(_speakable)]], Field(min_length=1)]
     """What the persona says, one entry per turn, in order."""
     repeat: bool = False
     """Start again from the first line after the last one (otherwise the persona falls silent)."""
@@ -69,6 +79,11 @@ class ScriptedDialogue(DialogueBackend):
                 self._entries[i] = (owner, role, text)
                 return
 
+    def reset(self) -> None:
+        """A new listener: the history is forgotten and the script starts again from its first line."""
+        self._entries = []
+        self._next = 0
+
     def discard_turn(self, turn: UserTurn) -> None:
         """Take back the line said to `turn`: the script goes back one line if it was the latest."""
         lines = [e for e in self._entries if e[1] == "assistant"]
@@ -80,4 +95,4 @@ class ScriptedDialogue(DialogueBackend):
 def create(options: Options, setup: DialogueSetup) -> ScriptedDialogue:
     """Build the scripted backend with the persona's voice."""
     voice = setup.voice if isinstance(setup.voice, VoiceOptions) else VoiceOptions()
-    return ScriptedDialogue(options, PiperTTS(voice, setup.base_dir))
+    return ScriptedDialogue(options, PiperTTS(voice, setup.base_dir, setup.executor))

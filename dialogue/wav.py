@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 
-from media import to_float32, to_int16
+from liveavatar.media import to_float32, to_int16
 
 _PCM = 1
 _IEEE_FLOAT = 3
@@ -72,8 +72,9 @@ def _samples(raw: bytes, tag: int, channels: int, rate: int, bits: int) -> np.nd
         pcm = np.frombuffer(raw[: len(raw) - len(raw) % (2 * channels)], "<i2").astype(np.float32) / 32768.0
     elif tag == _PCM and bits == 32:
         pcm = np.frombuffer(raw[: len(raw) - len(raw) % (4 * channels)], "<i4").astype(np.float32) / 2147483648.0
-    elif tag == _IEEE_FLOAT and bits == 32:
+    elif tag == _IEEE_FLOAT and bits == 32:  # float samples may hold anything: NaN, infinities, 1e30
         pcm = np.frombuffer(raw[: len(raw) - len(raw) % (4 * channels)], "<f4").astype(np.float32)
+        pcm = np.clip(np.nan_to_num(pcm, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     else:
         raise WavError(f"unsupported WAV encoding (format tag {tag}, {bits} bits)")
     if channels > 1:

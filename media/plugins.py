@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
+
+T = TypeVar("T")
 
 
 class BackendRegistry:
@@ -31,3 +34,27 @@ class BackendRegistry:
         if isinstance(options, dict):
             options = module.Options(**options)
         return module.create(options, setup)
+
+
+class SharedModels:
+    """Loaded models kept by key and handed to every backend that asks for the same one (one server, many sessions).
+
+    `get(key, load)` loads once, under a lock, and returns the same object ever after; only models that are safe to
+    call from several conversations at once belong here (read-only weights, thread-safe runtimes).
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._models: dict[Any, Any] = {}
+
+    def get(self, key: Any, load: Callable[[], T]) -> T:
+        """The model under `key`, loading it with `load()` the first time."""
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load()
+            return self._models[key]
+
+    def __len__(self) -> int:
+        return len(self._models)

@@ -26,3 +26,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def examples() -> Path:
     """The examples folder (persona and duet YAMLs with their portraits)."""
     return EXAMPLES
+
+
+@pytest.fixture(scope="session")
+def end_of_turn():  # noqa: ANN201 - SmartTurn
+    """The end-of-turn model, loaded once and before any test's clock starts, as an application loads its models at
+    startup (loading it inside a test would spend the test's clock time: its run deadlines count from the clock)."""
+    from liveavatar.devices.end_of_turn import SmartTurn
+
+    model = SmartTurn()
+    yield model
+    model.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many cases each fuzz test ran and how long it took (issue 11: shown in every `make test`)."""
+    from fuzzing import REPORTS
+
+    if REPORTS:
+        terminalreporter.section("fuzz tests")
+        for report in REPORTS:
+            terminalreporter.write_line(report.line())

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from media import AVFrame
+from liveavatar.media import AVFrame
 
 
 def luma(image: np.ndarray) -> np.ndarray:

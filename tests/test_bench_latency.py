@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from agent.bench_live import run_latency
+from liveavatar.testing.bench_live import run_latency
 
 
 def test_a_short_latency_run_measures_every_turn_and_a_barge_in(examples: Path) -> None:

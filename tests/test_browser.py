@@ -1,4 +1,8 @@
-"""The browser page in a real headless Chromium: its microphone is a WAV file; one turn, then a barge-in."""
+"""The browser page in a real headless Chromium: its microphone is a WAV file; one turn, then a barge-in.
+
+Once with the media over WebRTC (the default: VP8 video and Opus voice, checked by what the page decoded and
+heard) and once over the websocket fallback (checked frame by frame, since each frame names its reply).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,34 @@ import asyncio
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from browser_harness import CHROMIUM_FLAGS, chromium_path, scripted_server, write_mic_wav
-from test_conversation import LONG_LINE, speech_span, user_says
+from test_conversation import LONG_LINE, speech_span
+from user_speech import GREETING, STOP_PLEASE, user_says
 
 READ_STATS = """() => { const s = window.__liveavatar; return {state: s.state, received: s.framesReceived, drawn: s.framesDrawn,
   mic: s.micSamplesSent, flushes: s.flushes, generations: s.generations, log: s.log, errors: s.errors, config: s.config,
+  transport: s.transport, rtc: s.rtcState, decoded: s.framesDecoded, video: s.video, heard: s.heard, events: s.events,
   transcript: [...document.querySelectorAll('#transcript p')].map(p => [p.className, p.textContent])}; }"""
+VIDEO_BRIGHTNESS = """() => { const v = document.getElementById('avatar-video'); const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight; const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data; let sum = 0; for (let i = 0; i < d.length; i += 4) sum += d[i + 1];
+  return [c.width, c.height, sum / (d.length / 4)]; }"""
+SECOND_LINE = "Sure. Something else, then."
 
 
-def test_a_spoken_turn_and_a_barge_in_through_the_page(examples: Path, tmp_path: Path) -> None:
+def talk_through_the_page(examples: Path, tmp_path: Path, transport: str) -> tuple[dict, list, list, list]:
+    """Say hello, then barge in on the long answer; returns (page stats, turns, server events, video probe)."""
     from playwright.async_api import async_playwright
 
-    hello, stop = user_says("Hello there, how are you today?"), user_says("Wait, stop, tell me something else.")
+    hello, stop = user_says(GREETING), user_says(STOP_PLEASE)
     barge_at = 1.0 + len(hello) / 16000 + 4.0  # well into the long answer
     wav = write_mic_wav(tmp_path / "mic.wav", [(1.0, hello), (barge_at, stop)], barge_at + len(stop) / 16000 + 8.0)
 
     async def scenario():
-        async with scripted_server(examples, [LONG_LINE, "Sure. Something else, then."]) as (server, agent, metrics, events):
+        async with scripted_server(examples, [LONG_LINE, SECOND_LINE], transport=transport) as (server, agent, metrics, events):
             async with async_playwright() as p:
                 browser = await p.chromium.launch(executable_path=chromium_path(), headless=True,
                                                   args=CHROMIUM_FLAGS + [f"--use-file-for-fake-audio-capture={wav}%noloop"])  # fmt: skip
@@ -34,11 +47,48 @@ def test_a_spoken_turn_and_a_barge_in_through_the_page(examples: Path, tmp_path:
                 while time.monotonic() < deadline and len(metrics.turns) < 2:
                     await asyncio.sleep(0.5)
                 await asyncio.sleep(2.0)  # let the second answer play
+                sent = server.sessions[0].rtc.video.sent if transport == "webrtc" else 0
+                await page.evaluate("window.__liveavatarReadRtcStats()")  # decoded as of now, not the last 500 ms poll
                 stats = await page.evaluate(READ_STATS)
+                video = []
+                if transport == "webrtc":
+                    stats["sent"] = sent
+                    video = await page.evaluate(VIDEO_BRIGHTNESS)
                 await browser.close()
-            return stats, list(metrics.turns), events
+            return stats, list(metrics.turns), events, video
 
-    stats, turns, events = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_a_spoken_turn_and_a_barge_in_over_webrtc(examples: Path, tmp_path: Path) -> None:
+    stats, turns, events, (width, height, brightness) = talk_through_the_page(examples, tmp_path, "webrtc")
+    assert stats["errors"] == [] and stats["transport"] == "webrtc" and stats["rtc"] == "connected"
+    first, second = turns
+    assert first.interrupted and not second.interrupted
+    assert 0 < first.barge_in_latency_s < 0.5
+    # Video: the avatar's frames were decoded and shown (the portrait, not a black box).
+    assert (width, height) == (256, 256) and brightness > 30
+    assert stats["sent"] > 200 and stats["decoded"] > 0.95 * stats["sent"] - 5 and stats["drawn"] > 0, stats["video"]
+    # Voice: heard while the first answer played, silent from the barge-in until the second answer.
+    speaking = [e["at"] for e in stats["events"] if e["type"] == "state" and e["state"] == "speaking"]
+    flush_at = next(e["t"] for e in stats["log"] if e.get("flush"))
+    second_at = next(t for t in speaking if t > flush_at)
+    heard = np.array(stats["heard"])  # every 10 ms: page time, level arriving, level heard (0 while muted)
+    reply = heard[(heard[:, 0] > speaking[0] + 300) & (heard[:, 0] < flush_at), 2]
+    after = heard[(heard[:, 0] > flush_at) & (heard[:, 0] < second_at), 2]
+    states = [(e["at"], e["state"]) for e in stats["events"] if e["type"] == "state"]
+    second_end = next((at for at, state in states if at > second_at and state != "speaking"), float("inf"))
+    later = heard[(heard[:, 0] > second_at + 300) & (heard[:, 0] < second_end), 2]  # while the second answer plays
+    assert len(reply) > 100 and np.mean(reply > 0.02) > 0.5, f"the first answer was not heard: {np.round(reply, 3)}"
+    assert len(after) > 20 and after.max() < 0.003, f"the interrupted answer went on playing: {np.round(after, 3)}"
+    assert np.mean(later > 0.02) > 0.3, "the second answer was not heard"
+    assert any(e.get("unmute") and e["reached"] for e in stats["log"]), "the page never saw the flushed audio drain"
+    assert ["agent", SECOND_LINE] in stats["transcript"]
+
+
+def test_a_spoken_turn_and_a_barge_in_over_the_websocket(examples: Path, tmp_path: Path) -> None:
+    hello = user_says(GREETING)
+    stats, turns, events, _ = talk_through_the_page(examples, tmp_path, "websocket")
     assert stats["errors"] == [] and stats["config"]["fps"] == 25
     assert stats["mic"] > 16000 * 8, "the page did not stream its microphone"
     first, second = turns
@@ -53,5 +103,5 @@ def test_a_spoken_turn_and_a_barge_in_through_the_page(examples: Path, tmp_path:
     assert late == [], "the interrupted answer kept arriving after the flush"
     assert stats["flushes"] >= 1 and stats["drawn"] > 0.9 * stats["received"] - 30
     assert 0 < first.barge_in_latency_s < 0.5
-    assert ["agent", "Sure. Something else, then."] in stats["transcript"]
+    assert ["agent", SECOND_LINE] in stats["transcript"]
     assert any(cls == "agent interrupted" for cls, _ in stats["transcript"])

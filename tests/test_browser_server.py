@@ -12,9 +12,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from browser_harness import scripted_server
-from devices.browser.protocol import FRAME_HEADER, MAX_MESSAGE_BYTES
-from devices.browser.server import BrowserServer
-from test_conversation import LONG_LINE, user_says
+from liveavatar.devices.browser.protocol import FRAME_HEADER, MAX_MESSAGE_BYTES
+from liveavatar.devices.browser.server import BrowserServer
+from test_conversation import LONG_LINE
+from user_speech import GREETING, user_says
 
 LINES = [LONG_LINE, "Another thing to say."]
 
@@ -75,7 +76,7 @@ def test_another_address_needs_a_token(examples: Path) -> None:
 
 def test_bad_messages_get_an_error_and_the_connection_lives_on(examples: Path) -> None:
     async def scenario():
-        async with scripted_server(examples, LINES) as (server, *_):
+        async with scripted_server(examples, LINES, transport="websocket") as (server, *_):
             async with connect(ws_url(server)) as ws:
                 await next_event(ws, "config")
                 for bad, expected in [(b"\x07abc", "unknown binary message kind 0x07"), (b"\x01abc", "whole 16-bit samples"),
@@ -113,12 +114,12 @@ def test_one_page_at_a_time(examples: Path) -> None:
 
 
 def test_a_page_that_leaves_mid_reply_leaves_no_task_behind(examples: Path) -> None:
-    hello = user_says("Hello there, how are you today?")
+    hello = user_says(GREETING)
     speech = np.concatenate([np.zeros(8000, np.float32), hello, np.zeros(16000, np.float32)])
     pcm = (np.clip(speech, -1, 1) * 32767).astype("<i2").tobytes()
 
     async def scenario():
-        async with scripted_server(examples, LINES) as (server, agent, metrics, _):
+        async with scripted_server(examples, LINES, transport="websocket") as (server, agent, metrics, _):
             baseline = {t.get_name() for t in asyncio.all_tasks()}
             async with connect(ws_url(server)) as ws:
                 await next_event(ws, "config")
@@ -132,7 +133,7 @@ def test_a_page_that_leaves_mid_reply_leaves_no_task_behind(examples: Path) -> N
             await asyncio.sleep(1.0)
             left = {t.get_name() for t in asyncio.all_tasks()} - baseline
             assert not {name for name in left if name.startswith(("reply-", "conversation-", "browser-", "decide-"))}, left
-            assert server._active is None
+            assert server.sessions == []
             async with connect(ws_url(server)) as ws:  # and the next page is welcome
                 assert (await next_event(ws, "config"))["fps"] == 25
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.config import load_persona
-from dialogue.base import DialogueError, TextDelta, UserTurn
-from dialogue.cascade import CascadeDialogue, Options
-from dialogue.llm import RemoteLLM
-from dialogue.registry import DialogueSetup, create_dialogue
-from dialogue.speech.piper_tts import PiperTTS
-from dialogue.speech.voice import VoiceOptions
-from media import AudioChunk, resample
+from liveavatar.agent.config import load_persona
+from liveavatar.dialogue.base import DialogueError, TextDelta, UserTurn
+from liveavatar.dialogue.cascade import CascadeDialogue, Options
+from liveavatar.dialogue.llm import RemoteLLM
+from liveavatar.dialogue.registry import DialogueSetup, create_dialogue
+from liveavatar.dialogue.speech.piper_tts import PiperTTS
+from liveavatar.dialogue.speech.voice import VoiceOptions
+from liveavatar.media import AudioChunk, resample
 
 PROMPT = "You are Nova, a cheerful astronaut. Answer in one short sentence."
 
@@ -163,3 +163,12 @@ def test_any_openai_compatible_text_server_can_be_the_brain(cascade: CascadeDial
     gone = CascadeDialogue(Options(), cascade.asr, RemoteLLM(url, "tiny-chat"), cascade.tts, PROMPT)
     with pytest.raises(DialogueError, match="cannot reach the LLM server at .*: connection refused"):
         asyncio.run(collect(gone, UserTurn(text="Hi?")))
+
+
+def test_backchannels_are_fillers_however_whisper_spells_them() -> None:
+    from liveavatar.dialogue.cascade import is_filler
+
+    for heard in ("", "Mm-hmm.", "mm-huh.", "Mm1.", "Mm-m-m-m.", "Uh-huh.", "Um...", "Hmm?", "Mhm.", "Oh.", "Erm,"):
+        assert is_filler(heard), heard
+    for heard in ("Stop. Mm1.", "Wait, stop.", "um, what?", "Hello there.", "home", "mom", "hum"):
+        assert not is_filler(heard), heard

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from agent.cli import main
-from devices.local import DeviceError, _check_device
-from test_conversation import user_says
+from liveavatar.agent.cli import main
+from liveavatar.devices.local import DeviceError, _check_device
+from user_speech import GREETING, user_says
 
 
 def test_chat_with_a_wav_file_records_the_answer(tmp_path: Path, examples: Path, capsys: pytest.CaptureFixture) -> None:
-    question = user_says("Hello there, how are you today?")
+    question = user_says(GREETING)
     wav = tmp_path / "question.wav"
     soundfile.write(str(wav), question, 16000)
     out, metrics = tmp_path / "reply.mp4", tmp_path / "turns.jsonl"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.config import ConfigError, load_duet, load_persona
+from liveavatar.agent.config import ConfigError, load_duet, load_persona
 
 GOOD = """\
 name: Tester
@@ -147,7 +147,7 @@ def test_duet_errors_point_into_the_right_file(folder: Path) -> None:
 
 def test_check_command_reports_errors_without_a_traceback(folder: Path, examples: Path) -> None:
     bad = write(folder, GOOD.replace("backend: portrait", "backend: hologram"))
-    cli = [sys.executable, "-m", "agent.cli", "check"]
+    cli = [sys.executable, "-m", "liveavatar.agent.cli", "check"]
     good = subprocess.run(cli + [str(examples / "duet.yaml"), str(examples / "nova.yaml")], capture_output=True, text=True, timeout=120)
     assert good.returncode == 0, good.stderr
     assert "ok" in good.stderr and "(duet)" in good.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from media import AudioChunk, FrameAudioSplitter, StreamResampler, resample, samples_before_frame, samples_in_frame, to_int16
+from liveavatar.media import AudioChunk, FrameAudioSplitter, StreamResampler, resample, samples_before_frame, samples_in_frame, to_int16
 
 
 @pytest.mark.parametrize("rate,fps", [(16000, 25), (24000, 25), (22050, 25), (44100, 30), (48000, 29.97), (44100, 29.97)])

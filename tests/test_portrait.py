@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.agents import build_agent
-from agent.config import load_persona
-from avatar.portrait.landmarks import detect_faces
-from dialogue.speech.piper_tts import PiperTTS
+from liveavatar.agent.agents import build_agent
+from liveavatar.agent.config import load_persona
+from liveavatar.avatar.portrait.landmarks import detect_faces
+from liveavatar.dialogue.speech.piper_tts import PiperTTS
 from helpers import dark_pixels, eye_box, luma, mouth_box, rms, run, take
-from media import AudioChunk, resample
+from liveavatar.media import AudioChunk, resample
 
 OPEN_PX = 20  # dark cavity pixels beyond the closed mouth's that count as "mouth open"
 SENTENCE = "Hello there. Every frame of my face is one photo, gently warped, and my lips follow the sounds I make."

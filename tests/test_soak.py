@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 
-from agent.bench_live import run_soak
+from liveavatar.testing.bench_live import run_soak
 
 
 def test_three_minutes_of_turns_and_barge_ins_keep_audio_and_video_exact() -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.config import load_persona
-from dialogue.speech.piper_tts import PiperTTS, VoiceNotFound, voice_files
-from dialogue.speech.shaping import pyworld, shape_voice
-from dialogue.speech.voice import VoiceOptions
+from liveavatar.agent.config import load_persona
+from liveavatar.dialogue.speech.piper_tts import PiperTTS, VoiceNotFound, voice_files
+from liveavatar.dialogue.speech.shaping import pyworld, shape_voice
+from liveavatar.dialogue.speech.voice import VoiceOptions
 
 TEXT = "The first sentence plays at once. Meanwhile the second one is still being made. And then a third!"
 

@@ -1,23 +1,40 @@
-"""TurnTaker on scripted VAD timelines: deterministic, no audio, no clocks."""
+"""TurnTaker on scripted VAD timelines (and scripted end-of-turn model verdicts): deterministic, no audio, no clocks."""
 
 from __future__ import annotations
 
-from agent.turn_options import TurnOptions
-from agent.turns import PREEMPT_SILENCE_S, Floor, TurnTaker, UserTurnEnded
+import pytest
+
+from liveavatar.agent.turn_options import TurnOptions
+from liveavatar.agent.turns import PREEMPT_SILENCE_S, EndOfTurnProposed, Floor, TurnTaker, UserTurnEnded
 
 W = 0.032  # one silero window
+SILENCE_ONLY = {"end_of_turn_model": False}
 
 
-def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: list[tuple[float, bool]] = (), until: float | None = None):
-    """Feed windows: (from_s, to_s, probability) spans, plus avatar speaking changes; returns (t, event) pairs."""
-    events, changes = [], sorted(agent)
+def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: list[tuple[float, bool]] = (), until: float | None = None,
+         model: list[tuple[float | None, float]] = (), start: float = 0.0):  # fmt: skip
+    """Feed windows: (from_s, to_s, probability) spans, plus avatar speaking changes; returns the events.
+
+    `model` scripts the end-of-turn model: one (probability, seconds it takes) per proposal, in order; a
+    probability of None never answers. Each verdict is handed back at the proposal's time plus its delay.
+    """
+    events, changes, answers, pending = [], sorted(agent), list(model), []
     end = until if until is not None else max(t for _, t, _ in timeline)
-    t = 0.0
+    t = start
     while t < end - 1e-9:
         while changes and changes[0][0] <= t + 1e-9:
             events += taker.agent_speaking(*changes.pop(0))
+        for due, proposal, probability in [v for v in pending if v[0] <= t + 1e-9]:
+            pending.remove((due, proposal, probability))
+            events += taker.end_of_turn_verdict(due, proposal.onset, proposal.speech_end, probability)
         prob = next((p for a, b, p in timeline if a - 1e-9 <= t < b - 1e-9), 0.0)
-        events += taker.vad(t, t + W, prob)
+        new = taker.vad(t, t + W, prob)
+        for event in new:
+            if isinstance(event, EndOfTurnProposed) and answers:
+                probability, delay = answers.pop(0)
+                if probability is not None:
+                    pending.append((round(event.t + delay, 6), event, probability))
+        events += new
         t = round(t + W, 6)
     return events
 
@@ -26,8 +43,8 @@ def kinds(events):
     return [type(e).__name__ for e in events]
 
 
-def test_a_user_turn_starts_after_0_2_s_of_speech_and_ends_after_the_silence_window() -> None:
-    taker = TurnTaker(TurnOptions())
+def test_without_the_model_a_user_turn_starts_after_0_2_s_of_speech_and_ends_after_the_silence_window() -> None:
+    taker = TurnTaker(TurnOptions(**SILENCE_ONLY))
     events = play(taker, [(1.0, 2.5, 0.9)], until=4.0)
     assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserTurnEnded"]
     started, paused, ended = events
@@ -51,14 +68,14 @@ def test_short_noise_is_ignored() -> None:
 
 
 def test_a_pause_inside_the_turn_prepares_then_continues() -> None:
-    taker = TurnTaker(TurnOptions())
+    taker = TurnTaker(TurnOptions(**SILENCE_ONLY))
     events = play(taker, [(1.0, 2.0, 0.9), (2.4, 3.0, 0.9)], until=4.0)  # a 0.4 s pause in the middle
     assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserResumed", "UserPaused", "UserTurnEnded"]
     assert events[-1].onset == pytest_approx(1.0) and events[-1].speech_end == pytest_approx(3.0)
 
 
 def test_speech_over_the_avatar_pauses_it_then_a_real_turn_interrupts() -> None:
-    taker = TurnTaker(TurnOptions(interruption_min_speech_s=0.25))
+    taker = TurnTaker(TurnOptions(interruption_min_speech_s=0.25, **SILENCE_ONLY))
     events = play(taker, [(2.0, 3.0, 0.9)], agent=[(0.5, True)], until=3.7)
     assert kinds(events) == ["PauseAgent", "UserTurnStarted", "UserPaused", "UserTurnEnded"]
     pause = events[0]
@@ -69,12 +86,12 @@ def test_speech_over_the_avatar_pauses_it_then_a_real_turn_interrupts() -> None:
 
 
 def test_a_false_interruption_resumes_when_nothing_real_follows() -> None:
-    taker = TurnTaker(TurnOptions(interruption_min_speech_s=0.25, false_interruption_timeout_s=2.0))
+    taker = TurnTaker(TurnOptions(interruption_min_speech_s=0.25, false_interruption_timeout_s=2.0, **SILENCE_ONLY))
     events = play(taker, [(2.0, 2.4, 0.9)], agent=[(0.5, True)], until=6.0)  # a cough-length burst
     assert kinds(events) == ["PauseAgent", "UserTurnStarted", "UserPaused", "UserTurnEnded", "ResumeAgent"]
     resumed = events[-1]
     assert resumed.t - events[3].t == pytest_approx(2.0)  # the false-interruption timeout after the turn ended
-    taker2 = TurnTaker(TurnOptions(interruption_min_speech_s=0.25))
+    taker2 = TurnTaker(TurnOptions(interruption_min_speech_s=0.25, **SILENCE_ONLY))
     play(taker2, [(2.0, 2.4, 0.9)], agent=[(0.5, True)], until=3.1)
     assert kinds(taker2.reject_turn(3.1)) == ["ResumeAgent"]  # the conversation found no words: resume at once
 
@@ -100,7 +117,7 @@ def test_interruptions_off_and_echo_guard() -> None:
 
 
 def test_a_question_ends_the_turn_after_a_shorter_silence() -> None:
-    taker = TurnTaker(TurnOptions(end_of_turn_silence_s=0.6, question_end_silence_s=0.35))
+    taker = TurnTaker(TurnOptions(end_of_turn_silence_s=0.6, question_end_silence_s=0.35, **SILENCE_ONLY))
     events = play(taker, [(1.0, 2.0, 0.9)], until=2.2)
     paused = events[-1]
     assert kinds(events) == ["UserTurnStarted", "UserPaused"]
@@ -113,7 +130,111 @@ def test_a_question_ends_the_turn_after_a_shorter_silence() -> None:
         t = round(t + W, 6)
     [ended] = rest
     assert isinstance(ended, UserTurnEnded) and ended.t - ended.speech_end == pytest_approx(0.35)
-    late = TurnTaker(TurnOptions(question_end_silence_s=0.35))
+    late = TurnTaker(TurnOptions(question_end_silence_s=0.35, **SILENCE_ONLY))
     events = play(late, [(1.0, 2.0, 0.9)], until=2.45)  # the transcript arrives after 0.4 s of silence
     [now] = late.turn_is_a_question(2.45, events[-1].onset, events[-1].speech_end)
     assert isinstance(now, UserTurnEnded) and now.t == 2.45
+
+
+# ---------------------------------------------------------------------------------- with the end-of-turn model
+
+
+def only(events, kind):  # noqa: ANN001, ANN201
+    return [e for e in events if type(e).__name__ == kind]
+
+
+def test_the_model_saying_complete_ends_the_turn_as_soon_as_it_answers() -> None:
+    taker = TurnTaker(TurnOptions(end_of_turn_proposal_silence_s=0.2))
+    events = play(taker, [(1.0, 2.5, 0.9)], until=4.0, model=[(0.9, 0.07)])
+    assert kinds(events) == ["UserTurnStarted", "UserPaused", "EndOfTurnProposed", "UserTurnEnded"]
+    _, _, proposed, ended = events
+    assert proposed.t - proposed.speech_end == pytest_approx(0.2) and proposed.onset == pytest_approx(1.0)
+    assert ended.cause == "model" and ended.t == pytest.approx(proposed.t + 0.07)  # not a window later
+    assert (ended.onset, ended.speech_end) == (proposed.onset, proposed.speech_end)
+    assert ended.t - ended.speech_end < 0.6 - 0.25  # well before the silence rule
+    assert taker.floor == Floor.IDLE
+
+
+def test_a_hesitation_the_model_calls_incomplete_is_not_cut_and_the_next_pause_is_asked_again() -> None:
+    hesitation = [(1.0, 2.0, 0.9), (2.7, 3.5, 0.9)]  # "I was thinking ... (0.7 s) ... that we could go to Mars"
+    taker = TurnTaker(TurnOptions())
+    events = play(taker, hesitation, until=5.0, model=[(0.1, 0.07), (0.95, 0.07)])
+    assert kinds(events) == ["UserTurnStarted", "UserPaused", "EndOfTurnProposed", "UserResumed", "UserPaused", "EndOfTurnProposed",
+                             "UserTurnEnded"]  # fmt: skip
+    [ended] = only(events, "UserTurnEnded")
+    assert ended.cause == "model" and ended.onset == pytest_approx(1.0) and ended.speech_end == pytest_approx(3.5)
+    cut = play(TurnTaker(TurnOptions(**SILENCE_ONLY)), hesitation, until=5.0)  # the silence rule alone cuts it
+    assert [e.speech_end for e in only(cut, "UserTurnEnded")] == [pytest_approx(2.0), pytest_approx(3.5)]
+
+
+def test_when_the_model_keeps_saying_incomplete_the_fallback_silence_ends_the_turn() -> None:
+    for fallback in (1.0, 1.5):
+        taker = TurnTaker(TurnOptions(end_of_turn_fallback_silence_s=fallback))
+        events = play(taker, [(1.0, 2.0, 0.9)], until=4.0, model=[(0.2, 0.07)])
+        [ended] = only(events, "UserTurnEnded")
+        assert ended.cause == "fallback" and ended.t - ended.speech_end == pytest_approx(fallback)
+
+
+def test_a_slow_model_does_not_stall_the_turn() -> None:
+    for answer in [(0.9, 0.8), (0.1, 0.8), (None, 0.0)]:  # complete or incomplete after 0.8 s of thinking, or never
+        taker = TurnTaker(TurnOptions(end_of_turn_silence_s=0.6))
+        events = play(taker, [(1.0, 2.0, 0.9)], until=4.0, model=[answer])
+        [ended] = only(events, "UserTurnEnded")
+        assert ended.cause == "silence" and ended.t - ended.speech_end == pytest_approx(0.6), answer
+        assert taker.end_of_turn_verdict(3.0, ended.onset, ended.speech_end, 0.99) == []  # the late verdict changes nothing
+
+
+def test_a_verdict_on_a_pause_the_user_has_spoken_after_is_ignored() -> None:
+    taker = TurnTaker(TurnOptions())
+    events = play(taker, [(1.0, 2.0, 0.9), (2.3, 2.6, 0.9)], until=2.6)  # proposed at 2.2, then the user went on
+    [proposed] = only(events, "EndOfTurnProposed")
+    assert not taker.awaits_verdict(proposed.onset, proposed.speech_end)  # the conversation need not even run the model
+    assert taker.end_of_turn_verdict(2.62, proposed.onset, proposed.speech_end, 0.99) == []
+    assert taker.floor == Floor.USER
+
+
+def test_the_threshold_is_the_probability_that_ends_the_turn() -> None:
+    for threshold, cause in [(0.3, "model"), (0.5, "fallback")]:
+        taker = TurnTaker(TurnOptions(end_of_turn_threshold=threshold))
+        [ended] = only(play(taker, [(1.0, 2.0, 0.9)], until=4.0, model=[(0.4, 0.05)]), "UserTurnEnded")
+        assert ended.cause == cause
+
+
+def test_a_question_transcript_ends_the_turn_whatever_the_model_said_or_before_it_answers() -> None:
+    for answer in [(0.1, 0.05), (None, 0.0)]:  # the model said "incomplete" at 2.3 s; or it has not answered yet
+        taker = TurnTaker(TurnOptions(question_end_silence_s=0.3))
+        events = play(taker, [(1.0, 2.0, 0.9)], until=2.4, model=[answer])
+        [proposed] = only(events, "EndOfTurnProposed")
+        [ended] = taker.turn_is_a_question(2.4, proposed.onset, proposed.speech_end)
+        assert ended.cause == "question" and ended.t == 2.4
+        assert only(play(taker, [], until=4.0, start=2.4), "UserTurnEnded") == []  # and it ended once
+
+
+def test_speech_over_the_paused_avatar_ends_by_the_models_verdict_and_is_then_committed() -> None:
+    taker = TurnTaker(TurnOptions(interruption_min_speech_s=0.25))
+    events = play(taker, [(2.0, 3.0, 0.9)], agent=[(0.5, True)], until=3.6, model=[(0.8, 0.07)])
+    assert kinds(events) == ["PauseAgent", "UserTurnStarted", "UserPaused", "EndOfTurnProposed", "UserTurnEnded"]
+    assert events[-1].over_agent and events[-1].cause == "model" and taker.floor == Floor.PAUSED
+    assert kinds(taker.commit_turn(3.6)) == ["InterruptAgent"] and taker.floor == Floor.IDLE
+
+
+def test_options_keep_the_silences_in_order() -> None:
+    with pytest.raises(ValueError, match="end_of_turn_proposal_silence_s < end_of_turn_silence_s <= end_of_turn_fallback_silence_s"):
+        TurnOptions(end_of_turn_proposal_silence_s=0.7, end_of_turn_silence_s=0.6)
+    with pytest.raises(ValueError, match="got 0.2 s, 0.6 s, 0.5 s"):  # fallback shorter than the silence rule
+        TurnOptions(end_of_turn_fallback_silence_s=0.5)
+    assert TurnOptions(end_of_turn_model=False, end_of_turn_fallback_silence_s=0.5).end_of_turn_fallback_silence_s == 0.5
+
+
+def test_a_reply_that_starts_while_the_user_has_gone_on_is_held_as_if_they_had_barged_in() -> None:
+    # The turn ended inside a hesitation; the user goes on at 2.9 s; the reply to the fragment starts playing at 3.2 s.
+    taker = TurnTaker(TurnOptions())
+    events = play(taker, [(1.0, 2.0, 0.9), (2.9, 4.0, 0.9)], agent=[(3.2, True)], until=5.0, model=[(0.9, 0.05), (0.9, 0.05)])
+    first, second = only(events, "UserTurnEnded")
+    assert not first.over_agent and first.speech_end == pytest_approx(2.0)
+    [pause] = only(events, "PauseAgent")
+    assert pause.t == pytest_approx(3.2) and pause.onset == pause.t  # the overlap begins when the reply does
+    assert second.over_agent and second.speech_end == pytest_approx(4.0)  # so the conversation commits it or resumes the reply
+    blunt = TurnTaker(TurnOptions(), can_pause=False)
+    events = play(blunt, [(1.0, 2.0, 0.9), (2.9, 4.0, 0.9)], agent=[(3.2, True)], until=5.0, model=[(0.9, 0.05), (0.9, 0.05)])
+    assert kinds(only(events, "InterruptAgent")) == ["InterruptAgent"] and not only(events, "UserTurnEnded")[1].over_agent

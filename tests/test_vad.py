@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 
-from devices.vad import WINDOW, SileroVAD
-from test_conversation import speech_span, user_says
+from liveavatar.devices.vad import WINDOW, SileroVAD
+from test_conversation import speech_span
+from user_speech import user_says
 
 
 def test_speech_probability_follows_the_voice() -> None:
@@ -28,9 +29,9 @@ def test_speech_probability_follows_the_voice() -> None:
 def test_the_live_audio_path_never_imports_torch() -> None:
     probe = (
         "import sys, numpy as np\n"
-        "from devices.vad import SileroVAD\n"
-        "from agent.turns import TurnTaker\n"
-        "from agent.conversation import Conversation\n"
+        "from liveavatar.devices.vad import SileroVAD\n"
+        "from liveavatar.agent.turns import TurnTaker\n"
+        "from liveavatar.agent.conversation import Conversation\n"
         "SileroVAD().feed(np.zeros(16000, np.float32))\n"
         "print('torch' in sys.modules)\n"
     )

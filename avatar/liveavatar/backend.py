@@ -1,140 +1,99 @@
 """The `liveavatar` avatar backend: the LiveAvatar streaming diffusion model behind the AvatarGenerator contract.
 
-Speech chunks are queued per reply as they arrive (any sample rate, converted to the stream's `audio_rate`).
-A producer task plans one block at a time — 12 frames = 0.48 s — taking exactly the audio those 12 frames
-carry: the head reply's speech, silence when nobody speaks (idle frames are generated from silent audio),
-or, when a reply is open but its speech is late, silence padding ("silence") or a pause until speech or
-`end()` arrives ("wait"). The block's audio also goes, resampled to 16 kHz, to wav2vec2; the model work runs
-in a worker thread (`asyncio.to_thread`) so the event loop never blocks. At most `lookahead_blocks` finished
-blocks wait for the consumer; `clear()` bumps an epoch so that everything planned before it is dropped.
+Speech is queued per reply in the shared `SpeechQueue` (any sample rate, converted to the stream's
+`audio_rate`). The generator plans one block at a time — 12 frames = 0.48 s — taking exactly the audio those
+12 frames carry (speech, or silence when nobody speaks: idle frames are generated from silent audio), and
+hands it, with its 16 kHz copy for wav2vec2, to the strategy it was given: `InProcessRunner` (the model in
+this process, in a worker thread) or `WorkerPoolRunner` (Timestep-forcing Pipeline Parallel worker
+processes, avatar/liveavatar/tpp). Frame indices are assigned as frames are handed out, so every frame
+carries exactly `audio_rate / 25` samples whatever block it came from.
 
-With `dit_workers` > 0 (`create()` returns a `tpp.generator.TPPGenerator`), the same planning feeds
-Timestep-forcing Pipeline Parallel worker processes instead of the worker thread (see avatar/liveavatar/tpp).
+How far ahead to plan is the one real trade-off of a pipeline: every block planned but not yet shown delays
+new speech by 0.48 s. The number of planned-but-unshown blocks is an adaptive window between 1 and
+`stages + lookahead_blocks`: it grows by one whenever the consumer had to wait for a block and shrinks by one
+whenever a finished block was already waiting behind the one taken. And speech never waits behind idle
+blocks: when speech is queued, idle blocks no longer hold the window; an idle block not yet started is
+skipped (the runner takes the speech block next); and the first speech block to come back replaces the idle
+block on screen at the next frame (finished idle blocks are dropped). A block's audio is therefore never
+delayed by a pipeline of idle blocks, only by the block already being computed.
+
+`clear()` and `pause()` start a new epoch: everything planned before is dropped (a stale block inside the
+runner is finished but never shown). `pause()` gives the speech of those blocks back to the queue first, so
+nothing is lost, and the avatar listens; `resume(replay_s)` continues it, replaying what the sinks dropped.
 
 torch and the models are imported only when the stream starts, so validating a persona needs neither.
-State stays bounded for an endless stream: fixed-size KV rings and VAE caches, a bounded block queue, and
-reply buffers that hold only speech not yet played.
+State stays bounded for an endless stream: fixed-size KV rings and VAE caches, a window of planned blocks,
+speech queues that hold only speech not yet played, and fixed-length logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from avatar.base import AvatarGenerator
-from avatar.liveavatar.config import StreamConfig
-from avatar.registry import AvatarSetup
-from media import AudioChunk, AVFrame, StreamResampler, samples_before_frame, samples_in_frame
+from liveavatar.avatar.base import AvatarGenerator
+from liveavatar.avatar.liveavatar.blocks import BlockJob, BlockRunner
+from liveavatar.avatar.liveavatar.options import Options, with_dit_workers
+from liveavatar.avatar.registry import AvatarSetup
+from liveavatar.avatar.speech_queue import MAX_REPLAY_S, SpeechQueue, Take
+from liveavatar.media import AudioChunk, AVFrame, StreamResampler
+
+__all__ = ["LiveAvatarGenerator", "Options", "create", "with_dit_workers"]
 
 MODEL_RATE = 16000
 MODEL_FPS = 25.0
 MODEL_BLOCK_SAMPLES = 7680  # 12 frames at 25 fps = 0.48 s at 16 kHz
-
-
-class Options(BaseModel):
-    """`avatar.options` of a persona using the `liveavatar` backend."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    config: Literal["tiny", "checkpoint"] = Field("tiny", description="tiny = TEST CONFIG with random weights; checkpoint = real weights")
-    checkpoint_dir: Path | None = Field(None, description="local Wan2.2-S2V-14B folder (config=checkpoint)")
-    lora_path: Path | None = Field(None, description="local LiveAvatar LoRA file liveavatar.safetensors (config=checkpoint)")
-    dtype: Literal["float32", "bfloat16", "fp8"] = "float32"
-    device: str = "cpu"
-    prompt: str = "A person is talking naturally, looking at the camera."
-    height: int = Field(704, description="generated video height in pixels (config=checkpoint), a multiple of 16")
-    width: int = Field(384, description="generated video width in pixels (config=checkpoint), a multiple of 16")
-    relative_dist: int | None = Field(None, ge=0, description="fixed Rolling-RoPE distance; None draws d ~ U{4..30} per call")
-    lookahead_blocks: int = Field(1, ge=1, le=8, description="finished blocks allowed to wait for the consumer "
-                                                             "(TPP: blocks planned ahead beyond one per worker, at most)")
-    audio_context_s: float = Field(2.0, ge=0.0, le=10.0, description="past audio wav2vec2 sees before each block")
-    # Timestep-forcing Pipeline Parallelism (avatar/liveavatar/tpp): the model in worker processes
-    dit_workers: int = Field(0, ge=0, description="TPP DiT worker processes: 1, 2 or 4 (must divide the 4 denoising steps); "
-                                                  "0 = the model runs in-process")
-    decode_worker: bool = Field(True, description="TPP: decode latents in a separate worker process (the reference layout); "
-                                                  "false = the last DiT worker decodes (use when cores/GPUs < dit_workers + 1)")
-    master_port: int | None = Field(None, ge=1, le=65535, description="TPP: TCP port on 127.0.0.1 for the workers' "
-                                                                     "torch.distributed rendezvous; null = pick a free port")
-    worker_threads: int = Field(1, ge=1, le=256, description="TPP: torch threads per worker process")
-    start_timeout_s: float = Field(300.0, gt=0, description="TPP: seconds allowed for the workers to load and connect")
-    heartbeat_timeout_s: float = Field(3.0, gt=0, description="TPP: seconds without a worker heartbeat before it counts as hung")
-
-    @field_validator("dit_workers")
-    @classmethod
-    def _divides_steps(cls, value: int) -> int:
-        steps = StreamConfig().num_steps
-        if value and steps % value:
-            raise ValueError(f"dit_workers must divide the {steps} denoising steps "
-                             f"({', '.join(str(d) for d in range(1, steps + 1) if steps % d == 0)}) or be 0 (in-process)")
-        return value
-
-
-def with_dit_workers(options: Options, dit_workers: int) -> Options:
-    """`options` with `dit_workers` overridden (validated): the hook for a `--dit-workers` command-line flag."""
-    return Options.model_validate({**options.model_dump(), "dit_workers": dit_workers})
+FRAMES_PER_BLOCK = 12
+LOG_BLOCKS = 256  # block timings kept (for benchmarks and tests)
 
 
 def create(options: Options, setup: AvatarSetup) -> "LiveAvatarGenerator":
     """Build the generator (TPP worker processes when `dit_workers` > 0); the models load on first use of `frames()`."""
-    if abs(setup.fps - MODEL_FPS) > 1e-9:
-        raise ValueError(f"liveavatar generates {MODEL_FPS:g} fps video, the persona asks for {setup.fps} fps")
-    if options.dit_workers:
-        from avatar.liveavatar.tpp.generator import TPPGenerator
-
-        return TPPGenerator(options, setup)
     return LiveAvatarGenerator(options, setup)
 
 
-def _load_parts(options: Options, audio_context_s: float):
-    if options.config == "tiny":
-        from avatar.liveavatar.tiny import build_tiny_parts
+def default_runner(options: Options, setup: AvatarSetup, parts=None) -> BlockRunner:
+    """The strategy `options` asks for: TPP workers when `dit_workers` > 0, else the model in this process."""
+    if options.dit_workers:
+        if parts is not None:
+            raise ValueError("parts cannot be handed to TPP workers; give WorkerPoolRunner a parts_factory instead")
+        from liveavatar.avatar.liveavatar.tpp.runner import WorkerPoolRunner
 
-        return build_tiny_parts(seed=0, context_s=audio_context_s)
-    from avatar.liveavatar.loader import load_parts
+        return WorkerPoolRunner(options, setup)
+    from liveavatar.avatar.liveavatar.inprocess import InProcessRunner
 
-    if options.checkpoint_dir is None:
-        raise ValueError("config=checkpoint needs checkpoint_dir (the local Wan2.2-S2V-14B folder)")
-    return load_parts(options.checkpoint_dir, options.lora_path, dtype=options.dtype, device=options.device,
-                      pixel_size=(options.height, options.width), audio_context_s=audio_context_s)
+    return InProcessRunner(options, setup, parts)
 
 
-@dataclass
-class _Reply:
-    generation: int
-    pending: deque = field(default_factory=deque)  # np.float32 arrays at the stream's audio_rate
-    buffered: int = 0
-    ended: bool = False
-    resampler: StreamResampler | None = None
-    rate: int | None = None
+@dataclass(frozen=True)
+class BlockTiming:
+    """When block `seq` was handed to the runner, when its result came back, and what it was."""
 
-    def take(self, n: int) -> np.ndarray:
-        """Up to n samples from the front."""
-        out, got = [], 0
-        while self.pending and got < n:
-            head = self.pending.popleft()
-            need = n - got
-            if len(head) > need:
-                self.pending.appendleft(head[need:])
-                head = head[:need]
-            out.append(head)
-            got += len(head)
-        self.buffered -= got
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+    seq: int
+    idle: bool
+    submitted_s: float  # time.perf_counter()
+    returned_s: float
+    outcome: str  # "frames", "stale" (computed after a clear), "skipped" (never started) or "dropped" (replaced)
 
 
 @dataclass
 class _Plan:
+    seq: int
     epoch: int
-    start_index: int
     pcm: np.ndarray  # the 12 frames' audio at audio_rate
     pcm16k: np.ndarray
     generations: list[int | None]
+    speech: int  # samples of speech at the front of pcm
+    submitted_s: float = 0.0
+
+    @property
+    def idle(self) -> bool:
+        """Carries no speech (idle, listening, or a gap of a reply whose speech is late)."""
+        return self.speech == 0
 
 
 @dataclass
@@ -144,68 +103,84 @@ class _Block:
 
 
 class LiveAvatarGenerator(AvatarGenerator):
-    """LiveAvatar as an endless AVFrame stream (see the module docstring for the scheduling)."""
+    """LiveAvatar as an endless AVFrame stream; `runner` (default: from `options`) computes the blocks."""
 
-    def __init__(self, options: Options, setup: AvatarSetup, parts=None) -> None:
+    can_pause = True
+
+    def __init__(self, options: Options, setup: AvatarSetup, parts=None, runner: BlockRunner | None = None) -> None:
+        """`parts` replaces the models `options` name (in-process only); `runner` replaces the default strategy."""
+        if abs(setup.fps - MODEL_FPS) > 1e-9:
+            raise ValueError(f"liveavatar generates {MODEL_FPS:g} fps video, the persona asks for {setup.fps} fps")
+        if setup.audio_rate % MODEL_FPS:
+            raise ValueError(f"liveavatar needs an audio rate that is a multiple of {MODEL_FPS:g} Hz (whole samples per "
+                             f"frame), got {setup.audio_rate}")
         self.options = options
         self.setup = setup
         self.fps = setup.fps
         self.size = setup.size
         self.audio_rate = setup.audio_rate
-        self.frames_per_block = 12
-        self._parts = parts
-        self._pipeline = None
-        self._replies: deque[_Reply] = deque()
-        self._seen: deque[int] = deque(maxlen=256)  # generations pushed so far (recent ones)
-        self._cleared: set[int] = set()
-        self._epoch = 0
-        self._plan_index = 0  # frame index of the next block to plan
-        self._emit_index = 0  # frame index of the next frame to hand out
+        self.frames_per_block = FRAMES_PER_BLOCK
+        self.runner = runner if runner is not None else default_runner(options, setup, parts)
+        self.max_window = self.runner.stages + options.lookahead_blocks
+        self.window = 1  # blocks allowed planned but not yet taken by the consumer (adapts)
+        self.block_log: deque[BlockTiming] = deque(maxlen=LOG_BLOCKS)
+        self.latents: deque = deque(maxlen=LOG_BLOCKS)  # clean latents of shown blocks (when the runner keeps them)
+        self.dropped_blocks = 0
+        self._frame_samples = int(self.audio_rate // MODEL_FPS)
+        unshown_s = (self.max_window + 1) * FRAMES_PER_BLOCK / MODEL_FPS  # speech a pause may have to give back
+        self._speech = SpeechQueue(self.audio_rate, setup.underrun, keep_s=MAX_REPLAY_S + unshown_s)
         self._to_model = StreamResampler(self.audio_rate, MODEL_RATE)
         self._model_pcm = np.zeros(0, np.float32)
-        self._queue: asyncio.Queue[_Block] | None = None
-        self._wakeup: asyncio.Event | None = None
+        self._epoch = 0
+        self._seq = 0
+        self._in_flight: dict[int, _Plan] = {}
+        self._ready: deque[_Block] = deque()
+        self._showing: _Block | None = None  # the block frames are taken from, and how many were
+        self._shown = 0
+        self._emit_index = 0
+        self._planned_speech = 0  # speech samples in the plans of this epoch
+        self._shown_speech = 0  # of which handed out on frames
         self._producer: asyncio.Task | None = None
+        self._ready_event: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None
         self._iterating = False
-        self._stash: _Block | None = None
 
     # ---- contract ---------------------------------------------------------------------------------
     def push(self, chunk: AudioChunk, generation: int) -> None:
         """Queue speech of reply `generation` (ignored if that reply was cleared)."""
-        if generation in self._cleared:
-            return
-        if generation not in self._seen:
-            self._seen.append(generation)
-        reply = self._reply(generation)
-        if reply.ended:
-            raise ValueError(f"reply {generation} already ended; push its speech before end()")
-        if reply.rate != chunk.rate:
-            self._flush_resampler(reply)
-            reply.rate = chunk.rate
-            reply.resampler = StreamResampler(chunk.rate, self.audio_rate)
-        self._append(reply, reply.resampler.process(chunk.pcm))
-        self._wake()
+        self._speech.push(chunk, generation)
+        self._make_room()
 
     def end(self, generation: int) -> None:
         """Mark the end of reply `generation`: its remaining speech plays, then frames go idle."""
-        if generation in self._cleared:
-            return
-        reply = self._reply(generation)
-        self._flush_resampler(reply)
-        reply.ended = True
-        self._wake()
+        self._speech.end(generation)
+        self._make_room()
 
     def clear(self) -> None:
         """Barge-in: drop queued speech and every frame not yet handed out; the stream continues idle."""
-        self._cleared = set(self._seen)  # late chunks of any reply seen so far are dropped
-        self._replies.clear()
-        self._epoch += 1
-        self._plan_index = self._emit_index
-        self._stash = None
-        if self._queue is not None:
-            while not self._queue.empty():
-                self._queue.get_nowait()
-        self._wake()
+        self._speech.clear()
+        self._new_epoch()
+
+    def pause(self) -> None:
+        """Hold the reply's remaining speech (what was planned but not shown goes back first); the avatar listens."""
+        if self._speech.paused:
+            return
+        unshown = self._planned_speech - self._shown_speech
+        self._speech.pause(unplayed=unshown)
+        if unshown or self._labelled_ahead():
+            self._new_epoch()
+
+    def resume(self, replay_s: float = 0.0) -> None:
+        """Continue held speech, first replaying up to `replay_s` seconds (≤ 1 s) of the speech shown before the pause."""
+        self._speech.resume(replay_s)
+        self._make_room()
+
+    def reset(self) -> None:
+        """A new conversation: nothing queued or planned, not paused, every generation number usable again, and
+        frames() may be called anew."""
+        self._speech.reset()
+        self._new_epoch()
+        self._iterating = False
 
     def frames(self) -> "_FrameStream":
         """The endless frame stream (one consumer). Cancelling a pending `anext` (e.g. a timeout) loses nothing."""
@@ -214,102 +189,114 @@ class LiveAvatarGenerator(AvatarGenerator):
         self._iterating = True
         return _FrameStream(self)
 
+    async def wait_ready(self) -> None:
+        """Load the models (or start the TPP workers) now; raises what the runner raises (e.g. TPPStartError)."""
+        await self.runner.start()
+
     async def aclose(self) -> None:
-        """Stop the producer (a block being computed finishes in its thread first)."""
+        """Stop planning, then the runner (its threads or worker processes; nothing is left running)."""
         if self._producer is not None:
             self._producer.cancel()
-            try:
-                await self._producer
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing; the error was already raised to the consumer
-                pass
+            await asyncio.gather(self._producer, return_exceptions=True)
             self._producer = None
+        await self.runner.aclose()
 
-    # ---- producer ---------------------------------------------------------------------------------
+    @property
+    def outstanding(self) -> int:
+        """Blocks planned but not yet taken by the consumer (in the runner, or finished and waiting)."""
+        return len(self._in_flight) + len(self._ready)
+
+    @property
+    def queued_seconds(self) -> float:
+        """Speech waiting to be planned, in seconds."""
+        return self._speech.queued_seconds
+
+    # ---- epochs -----------------------------------------------------------------------------------
+    def _new_epoch(self) -> None:
+        """Everything planned so far is dropped: stale blocks never reach the consumer."""
+        self._epoch += 1
+        self.dropped_blocks += len(self._ready)
+        self._ready.clear()
+        self._showing = None
+        self._planned_speech = self._shown_speech = 0
+        self.runner.set_epoch(self._epoch)
+        self._make_room()
+
+    def _labelled_ahead(self) -> bool:
+        """Whether a planned frame not yet shown belongs to a reply (its speech, or a gap of it)."""
+        plans = [p for p in self._in_flight.values() if p.epoch == self._epoch] + [b.plan for b in self._ready]
+        rest = self._showing.plan.generations[self._shown:] if self._showing is not None else []
+        return any(g is not None for g in rest) or any(g is not None for p in plans for g in p.generations)
+
+    def _make_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
+
+    # ---- planning ---------------------------------------------------------------------------------
     async def _start(self) -> None:
-        if self._producer is not None:
-            return
-        self._queue = asyncio.Queue(maxsize=self.options.lookahead_blocks)
-        self._wakeup = asyncio.Event()
-        self._producer = asyncio.create_task(self._produce(), name="liveavatar-producer")
-
-    async def _next_block(self) -> _Block:
-        await self._start()
-        while True:
-            if self._stash is not None:
-                block, self._stash = self._stash, None
-            else:
-                get = asyncio.ensure_future(self._queue.get())
-                try:
-                    done, _ = await asyncio.wait({get, self._producer}, return_when=asyncio.FIRST_COMPLETED)
-                except asyncio.CancelledError:
-                    if get.done() and not get.cancelled():
-                        self._stash = get.result()  # taken from the queue just as we were cancelled: keep it
-                    get.cancel()
-                    raise
-                if get not in done:
-                    get.cancel()
-                    self._producer.result()  # re-raise the producer's failure to the consumer
-                    raise RuntimeError("the liveavatar producer stopped")
-                block = get.result()
-            if block.plan.epoch == self._epoch:
-                return block
+        if self._producer is None:
+            self._ready_event, self._room = asyncio.Event(), asyncio.Event()
+            self._producer = asyncio.create_task(self._produce(), name="liveavatar-producer")
 
     async def _produce(self) -> None:
-        if self._pipeline is None:
-            self._pipeline = await asyncio.to_thread(self._build_pipeline)
+        await self.runner.start()
+        tasks = [asyncio.create_task(self._submit_blocks(), name="liveavatar-submit"),
+                 asyncio.create_task(self._collect_blocks(), name="liveavatar-collect")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # the one that stopped raised: re-raise it (a TPPError names the worker)
+            raise RuntimeError("the liveavatar producer stopped")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _holding(self) -> int:
+        """Planned blocks that count against the window: stale ones never do, idle ones not while speech is queued."""
+        plans = [p for p in self._in_flight.values() if p.epoch == self._epoch] + [b.plan for b in self._ready]
+        if self._speech.has_speech():
+            plans = [p for p in plans if not p.idle]
+        return len(plans)
+
+    async def _submit_blocks(self) -> None:
         while True:
+            while self._holding() >= self.window:
+                self._room.clear()
+                await self._room.wait()
             plan = await self._plan_block()
-            images = await asyncio.to_thread(self._render, plan.pcm16k)
-            if plan.epoch == self._epoch:
-                await self._queue.put(_Block(plan, images))
+            plan.submitted_s = time.perf_counter()
+            self._in_flight[plan.seq] = plan
+            await self.runner.submit(BlockJob(plan.seq, plan.epoch, plan.idle, plan.pcm16k))
 
-    def _build_pipeline(self):
-        from dataclasses import replace
-
-        from avatar.liveavatar.pipeline import AvatarPipeline
-        from avatar.liveavatar.stream import relative_dist_from_config
-
-        if self._parts is None:
-            self._parts = _load_parts(self.options, self.options.audio_context_s)
-        stream_cfg = replace(self._parts.stream, fixed_relative_dist=self.options.relative_dist)
-        d = relative_dist_from_config(stream_cfg, self.setup.seed)
-        return AvatarPipeline(self._parts, self.setup.portrait, self.options.prompt, self.setup.seed, d)
-
-    def _render(self, pcm16k: np.ndarray) -> np.ndarray:
-        from avatar.liveavatar.pipeline import resize_frames
-
-        width, height = self.size
-        return resize_frames(self._pipeline.block(pcm16k), height, width)
+    async def _collect_blocks(self) -> None:
+        while True:
+            result = await self.runner.result()
+            plan = self._in_flight.pop(result.seq)
+            self.block_log.append(BlockTiming(plan.seq, plan.idle, plan.submitted_s, time.perf_counter(), result.outcome))
+            if result.outcome == "frames" and plan.epoch == self._epoch:
+                self._ready.append(_Block(plan, result.images))
+                if result.latent is not None:
+                    self.latents.append(result.latent)
+                self._ready_event.set()
+            else:
+                self.dropped_blocks += 1
+            self._make_room()
 
     async def _plan_block(self) -> _Plan:
-        """Choose the next block's audio and generation labels (waits under the "wait" underrun policy)."""
-        while True:
-            start = self._plan_index
-            n = samples_before_frame(start + self.frames_per_block, self.audio_rate, self.fps) - samples_before_frame(start, self.audio_rate, self.fps)
-            reply = self._head_reply()
-            if reply is None:
-                return self._finish_plan(start, np.zeros(n, np.float32), [None] * self.frames_per_block)
-            if reply.buffered >= n or reply.ended or self.setup.underrun == "silence":
-                speech = reply.take(n)
-                pcm = np.zeros(n, np.float32)
-                pcm[: len(speech)] = speech
-                if reply.ended and reply.buffered == 0:
-                    self._replies.popleft()
-                    gens = [self._frame_generation(start, j, len(speech), reply.generation) for j in range(self.frames_per_block)]
-                else:
-                    gens = [reply.generation] * self.frames_per_block
-                return self._finish_plan(start, pcm, gens)
-            self._wakeup.clear()
-            await self._wakeup.wait()
+        """The next block's audio and generation labels (waits for speech under the "wait" underrun policy)."""
+        take = await self._speech.take(self._frame_samples * FRAMES_PER_BLOCK)
+        self._seq += 1
+        self._planned_speech += take.speech
+        return _Plan(self._seq, self._epoch, take.pcm, self._model_block(take.pcm), self._labels(take), take.speech)
 
-    def _frame_generation(self, start: int, j: int, speech_samples: int, generation: int) -> int | None:
-        """A frame of an ending reply belongs to it when it carries some of its speech."""
-        offset = samples_before_frame(start + j, self.audio_rate, self.fps) - samples_before_frame(start, self.audio_rate, self.fps)
-        return generation if offset < speech_samples else None
-
-    def _finish_plan(self, start: int, pcm: np.ndarray, gens: list[int | None]) -> _Plan:
-        self._plan_index = start + self.frames_per_block
-        return _Plan(self._epoch, start, pcm, self._model_block(pcm), gens)
+    def _labels(self, take: Take) -> list[int | None]:
+        """Each frame's generation: the reply's while it speaks (or waits for late speech), None once it has ended."""
+        if take.generation is None:
+            return [None] * FRAMES_PER_BLOCK
+        if not take.ended:
+            return [take.generation] * FRAMES_PER_BLOCK
+        return [take.generation if j * self._frame_samples < take.speech else None for j in range(FRAMES_PER_BLOCK)]
 
     def _model_block(self, pcm: np.ndarray) -> np.ndarray:
         """The block's audio at 16 kHz, 7,680 samples; the converter's constant delay shows as leading silence."""
@@ -320,59 +307,67 @@ class LiveAvatarGenerator(AvatarGenerator):
         out, self._model_pcm = self._model_pcm[:need], self._model_pcm[need:]
         return out
 
-    # ---- replies ----------------------------------------------------------------------------------
-    def _reply(self, generation: int) -> _Reply:
-        for reply in self._replies:
-            if reply.generation == generation:
-                return reply
-        reply = _Reply(generation)
-        self._replies.append(reply)
-        return reply
+    # ---- frames -----------------------------------------------------------------------------------
+    def _speech_ready(self) -> bool:
+        return any(not b.plan.idle for b in self._ready)
 
-    def _head_reply(self) -> _Reply | None:
-        while self._replies and self._replies[0].ended and self._replies[0].buffered == 0:
-            self._replies.popleft()
-        return self._replies[0] if self._replies else None
+    async def _next_block(self) -> _Block:
+        """The next finished block (idle blocks before a finished speech block are dropped); adapts the window."""
+        await self._start()
+        producer = self._producer
+        waited = not self._ready
+        while not self._ready:
+            if producer.done():
+                if producer.cancelled():
+                    raise RuntimeError("the liveavatar generator was closed")
+                producer.result()  # re-raise the producer's failure to the consumer
+                raise RuntimeError("the liveavatar producer stopped")
+            self._ready_event.clear()
+            wake = asyncio.ensure_future(self._ready_event.wait())
+            try:
+                await asyncio.wait({wake, producer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                wake.cancel()
+        if self._speech_ready():
+            while self._ready[0].plan.idle:
+                self._drop(self._ready.popleft())
+        block = self._ready.popleft()
+        if waited:
+            self.window = min(self.window + 1, self.max_window)
+        elif self._ready:
+            self.window = max(self.window - 1, 1)
+        self._make_room()
+        return block
 
-    def _append(self, reply: _Reply, pcm: np.ndarray) -> None:
-        if len(pcm):
-            reply.pending.append(np.asarray(pcm, np.float32))
-            reply.buffered += len(pcm)
+    def _drop(self, block: _Block) -> None:
+        self.dropped_blocks += 1
+        self.block_log.append(BlockTiming(block.plan.seq, True, block.plan.submitted_s, time.perf_counter(), "dropped"))
 
-    def _flush_resampler(self, reply: _Reply) -> None:
-        if reply.resampler is not None:
-            self._append(reply, reply.resampler.flush())
-            reply.resampler = None
-            reply.rate = None
-
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
+    async def _next_frame(self) -> AVFrame:
+        block = self._showing
+        if block is not None and block.plan.idle and self._shown < FRAMES_PER_BLOCK and self._speech_ready():
+            self._drop(block)  # speech is ready: it replaces the rest of the idle block on screen
+            block = self._showing = None
+        if block is None or self._shown >= FRAMES_PER_BLOCK:
+            block = await self._next_block()
+            self._showing, self._shown = block, 0
+        j, n = self._shown, self._frame_samples
+        plan = block.plan
+        self._shown += 1
+        self._shown_speech += min(max(plan.speech - j * n, 0), n)
+        index, self._emit_index = self._emit_index, self._emit_index + 1
+        return AVFrame(block.images[j], plan.pcm[j * n:(j + 1) * n].copy(), index, plan.generations[j], self.fps,
+                       self.audio_rate)
 
 
 class _FrameStream:
-    """Async iterator over a generator's frames; its position lives here, so a cancelled `anext` is harmless."""
+    """Async iterator over a generator's frames (its position lives in the generator, so a cancelled `anext` is harmless)."""
 
     def __init__(self, gen: LiveAvatarGenerator) -> None:
         self.gen = gen
-        self.block: _Block | None = None
-        self.pos = 0
 
     def __aiter__(self) -> "_FrameStream":
         return self
 
     async def __anext__(self) -> AVFrame:
-        gen = self.gen
-        if self.block is None or self.pos == gen.frames_per_block or self.block.plan.epoch != gen._epoch:
-            self.block = await gen._next_block()
-            self.pos = 0
-        plan = self.block.plan
-        index = plan.start_index + self.pos
-        rate, fps = gen.audio_rate, gen.fps
-        offset = samples_before_frame(index, rate, fps) - samples_before_frame(plan.start_index, rate, fps)
-        n = samples_in_frame(index, rate, fps)
-        frame = AVFrame(self.block.images[self.pos], plan.pcm[offset:offset + n].copy(), index,
-                        plan.generations[self.pos], fps, rate)
-        self.pos += 1
-        gen._emit_index = index + 1
-        return frame
+        return await self.gen._next_frame()

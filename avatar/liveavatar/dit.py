@@ -26,14 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avatar.liveavatar.audio_encoder import CausalAudioEncoder
-from avatar.liveavatar.cache import CondCache, KVRing
-from avatar.liveavatar.config import DiTConfig
-from avatar.liveavatar.framepack import FramePack
-from avatar.liveavatar.rope import Rope3D, framepack_positions
+from liveavatar.avatar.liveavatar.audio_encoder import CausalAudioEncoder
+from liveavatar.avatar.liveavatar.cache import CondCache, KVRing
+from liveavatar.avatar.liveavatar.config import DiTConfig
+from liveavatar.avatar.liveavatar.framepack import FramePack
+from liveavatar.avatar.liveavatar.rope import Rope3D, framepack_positions
 
 FP32_MODULES = ("time_embedding", "time_projection", "head", "casual_audio_encoder")
 """Modules the reference runs in float32 (under autocast) even when the weights are bf16."""
+
+AUDIO_INJECTOR_EPS = 1e-6
+"""The reference builds the injectors' attention (AudioCrossAttention) without passing the model's eps, so its
+qk-RMSNorms keep WanSelfAttention's default 1e-6 whatever `DiTConfig.eps` is."""
 
 
 def sinusoid(freq_dim: int, t: torch.Tensor) -> torch.Tensor:
@@ -172,9 +176,9 @@ class AdaLN(nn.Module):
 class AudioInjector(nn.Module):
     """Per-latent-frame cross-attention of the noisy tokens onto that frame's audio tokens, AdaLN-prenormed."""
 
-    def __init__(self, count: int, dim: int, num_heads: int, eps: float) -> None:
+    def __init__(self, count: int, dim: int, num_heads: int) -> None:
         super().__init__()
-        self.injector = nn.ModuleList(Attention(dim, num_heads, eps) for _ in range(count))
+        self.injector = nn.ModuleList(Attention(dim, num_heads, AUDIO_INJECTOR_EPS) for _ in range(count))
         self.injector_adain_layers = nn.ModuleList(AdaLN(dim) for _ in range(count))
 
     def forward(self, index: int, x: torch.Tensor, audio: "AudioTokens") -> torch.Tensor:
@@ -227,7 +231,7 @@ class CausalS2VDiT(nn.Module):
         self.head = Head(dim, cfg.out_dim, p, cfg.eps)
         self.cond_encoder = nn.Conv3d(cfg.cond_dim, dim, kernel_size=p, stride=p)
         self.casual_audio_encoder = CausalAudioEncoder(cfg.audio_dim, dim, cfg.num_audio_token, cfg.audio_layers)
-        self.audio_injector = AudioInjector(len(cfg.audio_inject_layers), dim, cfg.num_heads, cfg.eps)
+        self.audio_injector = AudioInjector(len(cfg.audio_inject_layers), dim, cfg.num_heads)
         self.trainable_cond_mask = nn.Embedding(3, dim)  # 0 noisy, 1 ref, 2 motion
         self.frame_packer = FramePack(cfg.in_dim, dim, cfg.framepack_buckets)
         self.injector_of_layer = {layer: i for i, layer in enumerate(sorted(cfg.audio_inject_layers))}

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from avatar.liveavatar.config import DiTConfig, StreamConfig
-from avatar.liveavatar.dit import CausalS2VDiT
-from avatar.liveavatar.features import AudioFeatures, TextEncoder, hf_tokenizer
-from avatar.liveavatar.lora import merge_lora
-from avatar.liveavatar.pipeline import Parts
-from avatar.liveavatar.precision import apply_precision
-from avatar.liveavatar.vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, VAEConfig, WanVAE, reference_to_diffusers
+from liveavatar.avatar.liveavatar.config import DiTConfig, StreamConfig
+from liveavatar.avatar.liveavatar.dit import CausalS2VDiT
+from liveavatar.avatar.liveavatar.features import AudioFeatures, TextEncoder, hf_tokenizer
+from liveavatar.avatar.liveavatar.lora import merge_lora
+from liveavatar.avatar.liveavatar.pipeline import Parts
+from liveavatar.avatar.liveavatar.precision import apply_precision
+from liveavatar.avatar.liveavatar.vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, VAEConfig, WanVAE, reference_to_diffusers
 
 DIT_CONFIG = "config.json"
 DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avatar.liveavatar.config import StreamConfig
-from avatar.liveavatar.dit import CausalS2VDiT
-from avatar.liveavatar.features import AudioFeatures, TextEncoder
-from avatar.liveavatar.stream import BlockStreamer, ClipNoise, RelativeDistance
-from avatar.liveavatar.vae import WanVAE
+from liveavatar.avatar.liveavatar.config import StreamConfig
+from liveavatar.avatar.liveavatar.dit import CausalS2VDiT
+from liveavatar.avatar.liveavatar.features import AudioFeatures, TextEncoder
+from liveavatar.avatar.liveavatar.stream import BlockStreamer, ClipNoise, RelativeDistance
+from liveavatar.avatar.liveavatar.vae import WanVAE
 
 VAE_WARMUP_LATENTS = 7
 

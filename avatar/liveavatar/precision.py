@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avatar.liveavatar.dit import FP32_MODULES, CausalS2VDiT
+from liveavatar.avatar.liveavatar.dit import FP32_MODULES, CausalS2VDiT
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0

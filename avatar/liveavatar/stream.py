@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from avatar.liveavatar.cache import CondCache, KVRing
-from avatar.liveavatar.config import StreamConfig
-from avatar.liveavatar.dit import AudioTokens, CausalS2VDiT, TextKV
-from avatar.liveavatar.schedule import FlowMatchSchedule
+from liveavatar.avatar.liveavatar.cache import CondCache, KVRing
+from liveavatar.avatar.liveavatar.config import StreamConfig
+from liveavatar.avatar.liveavatar.dit import AudioTokens, CausalS2VDiT, TextKV
+from liveavatar.avatar.liveavatar.schedule import FlowMatchSchedule
 
 RelativeDistance = Callable[[], int]
 """Returns the Rolling-RoPE distance d for the next DiT call."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from avatar.liveavatar.config import DiTConfig, StreamConfig
-from avatar.liveavatar.dit import CausalS2VDiT
-from avatar.liveavatar.features import AudioFeatures, TextEncoder
-from avatar.liveavatar.pipeline import Parts
-from avatar.liveavatar.vae import VAEConfig, WanVAE
+from liveavatar.avatar.liveavatar.config import DiTConfig, StreamConfig
+from liveavatar.avatar.liveavatar.dit import CausalS2VDiT
+from liveavatar.avatar.liveavatar.features import AudioFeatures, TextEncoder
+from liveavatar.avatar.liveavatar.pipeline import Parts
+from liveavatar.avatar.liveavatar.vae import VAEConfig, WanVAE
 
 TINY_DIT = DiTConfig(
     dim=256, ffn_dim=512, freq_dim=256, text_dim=64, text_len=512, in_dim=16, out_dim=16, num_heads=2, num_layers=3,

@@ -1,7 +1,7 @@
 """The Wan2.1 VAE through diffusers' `AutoencoderKLWan`, with a decoder that streams across blocks.
 
 diffusers' implementation matches the reference `WanVAE_` numerically (checked against the golden
-vectors, see tests/liveavatar/test_vae_parity.py), so it is used as is; this module only adds
+vectors, see tests/liveavatar/test_vae.py), so it is used as is; this module only adds
 - the reference checkpoint's key names (`Wan2.1_VAE.pth`: `decoder.upsamples.N.residual.0.gamma`, ...)
   mapped onto diffusers' names;
 - the latent normalisation the DiT works in (decode takes z and computes z / (1/std) + mean, in float32);

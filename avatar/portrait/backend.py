@@ -8,14 +8,14 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from avatar.portrait.framing import Framing, frame_portrait
-from avatar.portrait.generator import PortraitAvatar
-from avatar.portrait.landmarks import detect_faces, face_mesh
-from avatar.portrait.layout import FaceLayout, layout_from_mesh, layout_from_points
-from avatar.portrait.rig import PortraitRig
-from avatar.registry import AvatarSetup
+from liveavatar.avatar.portrait.framing import Framing, frame_portrait
+from liveavatar.avatar.portrait.generator import PortraitAvatar
+from liveavatar.avatar.portrait.landmarks import detect_faces, face_mesh
+from liveavatar.avatar.portrait.layout import FaceLayout, layout_from_mesh, layout_from_points
+from liveavatar.avatar.portrait.rig import PortraitRig
+from liveavatar.avatar.registry import AvatarSetup
 
-Point = Annotated[list[float], Field(min_length=2, max_length=2)]
+Point = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=2, max_length=2)]
 
 FACE_HINT = """give the eye and mouth positions by hand in the persona YAML, in pixels of the portrait image:
   avatar:
@@ -27,6 +27,14 @@ FACE_HINT = """give the eye and mouth positions by hand in the persona YAML, in 
 
 class NoFaceFound(ValueError):
     """The portrait has no face the detector can find."""
+
+
+class FacePointOutside(ValueError):
+    """A hand-given face point lies outside the portrait; `key` names it, e.g. ("eyes", 0)."""
+
+    def __init__(self, message: str, key: tuple[str, int]) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class FaceHint(BaseModel):
@@ -58,6 +66,7 @@ class Options(BaseModel):
 def locate_face(image: np.ndarray, options: Options, source: Path) -> tuple[FaceLayout, tuple[float, float, float, float]]:
     """The face layout and face box in portrait pixels; raises NoFaceFound with the manual-positions hint."""
     if options.face is not None:
+        _check_inside(options.face, image.shape[1], image.shape[0])
         layout = layout_from_points([tuple(p) for p in options.face.eyes], [tuple(p) for p in options.face.mouth])  # type: ignore[misc]
     else:
         faces = detect_faces(image)
@@ -69,9 +78,21 @@ def locate_face(image: np.ndarray, options: Options, source: Path) -> tuple[Face
     return layout, (cx - hw, cy - hh, cx + hw, cy + hh)
 
 
+def _check_inside(face: FaceHint, width: int, height: int) -> None:
+    for part in ("eyes", "mouth"):
+        for i, (x, y) in enumerate(getattr(face, part)):
+            if not (0 <= x < width and 0 <= y < height):
+                raise FacePointOutside(f"the point ({x:g}, {y:g}) is outside the {width}×{height} portrait", (part, i))
+
+
 def create(options: Options, setup: AvatarSetup) -> PortraitAvatar:
-    """Build a portrait avatar for the persona's photo."""
-    layout, box = locate_face(setup.portrait, options, setup.portrait_path)
+    """Build a portrait avatar for the persona's photo (its face located once per server when `setup.shared` is given)."""
+    locate = lambda: locate_face(setup.portrait, options, setup.portrait_path)  # noqa: E731
+    if setup.shared is None:
+        layout, box = locate()
+    else:
+        key = ("portrait-face", str(setup.portrait_path), options.face.model_dump_json() if options.face else None)
+        layout, box = setup.shared.get(key, locate)
     framed, scale, offset = frame_portrait(setup.portrait, box, setup.size, options.face_width, options.framing)
     rig = PortraitRig(framed, layout.transformed(scale, offset))
     return PortraitAvatar(

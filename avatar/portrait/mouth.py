@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from avatar.portrait.layout import Mouth
+from liveavatar.avatar.portrait.layout import Mouth
 
 CAVITY_RGB = np.array([46, 14, 18], np.float32)
 TONGUE_RGB = np.array([150, 62, 66], np.float32)

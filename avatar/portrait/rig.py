@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from avatar.portrait.eyes import EyelidPainter
-from avatar.portrait.layout import FaceLayout
-from avatar.portrait.mouth import MouthPainter
+from liveavatar.avatar.portrait.eyes import EyelidPainter
+from liveavatar.avatar.portrait.layout import FaceLayout
+from liveavatar.avatar.portrait.mouth import MouthPainter
 
 MAX_JAW_DROP = 0.27  # lower-lip drop at full opening, as a fraction of mouth width
 UPPER_LIP_LIFT = 0.18  # upper-lip lift as a fraction of the lower-lip drop

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from media import AVFrame, to_int16
+from liveavatar.media import AVFrame, to_int16
+from liveavatar.media.images import ImageError, NotAnImage, decode_image
 
 MIC, CAMERA, FRAME = 0x01, 0x02, 0x10
 FRAME_HEADER = struct.Struct("<BIIiHH")
 MAX_MESSAGE_BYTES = 512 * 1024  # a 640×480 JPEG is ~30-60 kB; 20 ms of mic audio 640 B
 MAX_MIC_SAMPLES = 16000  # one message carries at most a second of microphone audio
+MAX_CAMERA_PIXELS = 3840 * 2160  # a webcam frame: 4K at most (the page sends 640×480)
 JPEG_QUALITY = 82
 PLAYBACK_LEAD_S = 0.12  # the page plays each burst of frames this far behind its arrival (sent in "config" as jitter_s)
 
@@ -69,10 +71,12 @@ def decode_binary(message: bytes) -> MicAudio | CameraImage:
             raise ProtocolError(f"microphone message too long: {len(payload) // 2} samples (max {MAX_MIC_SAMPLES})")
         return MicAudio(np.frombuffer(payload, "<i2").astype(np.float32) / 32768.0)
     if kind == CAMERA:
-        image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ProtocolError("camera message is not a JPEG image")
-        return CameraImage(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        try:
+            return CameraImage(decode_image(payload, MAX_CAMERA_PIXELS))
+        except NotAnImage:
+            raise ProtocolError("camera message is not a JPEG image") from None
+        except ImageError as exc:
+            raise ProtocolError(f"camera message: {exc}") from None
     raise ProtocolError(f"unknown binary message kind 0x{kind:02x}")
 
 
@@ -82,6 +86,8 @@ def decode_text(message: str) -> dict:
         obj = json.loads(message)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise ProtocolError('expected a JSON object with a "type"')
     return obj

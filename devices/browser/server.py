@@ -1,15 +1,18 @@
-"""The browser device's server: serves the page and speaks the media protocol over one websocket.
+"""The browser device's server: serves the page and holds each page's session (signalling and events on one websocket;
+media over WebRTC, or over the same websocket as a fallback).
 
 Binds 127.0.0.1 unless told otherwise; any other address needs a token. The Host and Origin headers
 must name this server (so a web page elsewhere, or a DNS-rebinding trick, cannot connect), messages
-are size-capped, a malformed message gets an error event and the connection lives on, and one page
-at a time holds the conversation: a second one is turned away with a message saying so.
+are size-capped, a malformed message gets an error event and the connection lives on. At most
+`max_sessions` pages hold a conversation at once; the next one is turned away with a message saying so
+(and, when the server holds several, the page itself says that all seats are taken).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import json
 import logging
@@ -17,19 +20,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Literal
+from urllib.parse import parse_qs, quote, urlsplit
 
+import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
-from devices.browser.protocol import MAX_MESSAGE_BYTES, PLAYBACK_LEAD_S, CameraImage, MicAudio, ProtocolError, decode_binary, decode_text, encode_frame
-from devices.sink import FrameSink
-from devices.sources import AudioSource
-from media import AudioChunk, AVFrame
+from liveavatar.devices.browser.protocol import (MAX_MESSAGE_BYTES, PLAYBACK_LEAD_S, CameraImage, MicAudio, ProtocolError,
+                                                 decode_binary, decode_text, encode_frame)  # fmt: skip
+from liveavatar.devices.sink import FrameSink
+from liveavatar.devices.sources import AudioSource
+from liveavatar.media import AudioChunk, AVFrame
 
 log = logging.getLogger(__name__)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -37,6 +42,16 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js",
           "/capture-worklet.js": ("capture-worklet.js", "text/javascript; charset=utf-8")}  # fmt: skip
 HANDOVER_S = 5.0  # how long a new page waits for a closed page's session to wind down
 MIC_QUEUE_CHUNKS = 500  # ~10 s of 20 ms chunks; beyond that the conversation is stuck and audio is dropped
+ONE_PAGE = "another page is already in this conversation; close it first"
+Transport = Literal["webrtc", "websocket"]
+SEATS_TAKEN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
+<title>All seats taken</title><style>body{{font-family:system-ui,sans-serif;background:#111;color:#eee;display:grid;
+place-items:center;height:90vh}}</style></head><body><main><h1>All seats are taken</h1><p>{busy} of {seats}
+conversations are in progress on this server. This page tries again every 10 seconds.</p></main></body></html>"""
+
+
+class PageError(OSError):
+    """The page cannot be served; the message says why in one line."""
 
 
 class BrowserSession(AudioSource, FrameSink):
@@ -44,30 +59,61 @@ class BrowserSession(AudioSource, FrameSink):
 
     rate = 16000
 
-    def __init__(self, websocket: ServerConnection, now: Callable[[], float]) -> None:
+    def __init__(self, websocket: ServerConnection, now: Callable[[], float], transport: Transport = "websocket",
+                 ice_servers: tuple = ()) -> None:  # fmt: skip
         self.websocket = websocket
         self.now = now
-        self.camera: Any = None  # the latest webcam image (RGB), for backends that take video
+        self.transport = transport
+        self._camera: Any = None  # the latest webcam image (RGB) sent over the websocket
         self._mic: asyncio.Queue[AudioChunk | None] = asyncio.Queue(maxsize=MIC_QUEUE_CHUNKS)
         self.frames_sent = 0
         self._sent_since_flush_s = 0.0  # audio sent since the last flush (the page holds at most PLAYBACK_LEAD_S of it)
         self.played: dict[str, Any] = {}
+        self.hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()  # the page's first words
         self.ended = asyncio.Event()  # set once the session's conversation has been torn down
+        self.rtc = None
+        if transport == "webrtc":
+            from liveavatar.devices.browser.webrtc import WebRTCMedia  # aiortc is imported only when used
+
+            self.rtc = WebRTCMedia(self._hear, ice_servers)
+
+    @property
+    def camera(self) -> np.ndarray | None:
+        """The webcam's latest image (RGB uint8), for backends that take video."""
+        return self.rtc.camera_image() if self.rtc is not None else self._camera
 
     async def chunks(self) -> AsyncIterator[AudioChunk]:
         """Microphone audio as it arrives; ends when the page disconnects."""
         while (chunk := await self._mic.get()) is not None:
             yield chunk
 
+    def _hear(self, pcm: np.ndarray) -> None:
+        """16 kHz microphone samples that just arrived."""
+        try:
+            self._mic.put_nowait(AudioChunk(pcm, self.rate, pts=self.now() - len(pcm) / self.rate))
+        except asyncio.QueueFull:
+            log.warning("microphone audio dropped: the conversation is not keeping up")
+
     async def write(self, frame: AVFrame) -> None:
         """Send one frame with its audio."""
+        if self.rtc is not None:
+            self.rtc.write(frame)
+            self.frames_sent += 1
+            return
         with contextlib.suppress(ConnectionClosed):
             await self.websocket.send(encode_frame(frame))
             self.frames_sent += 1
             self._sent_since_flush_s += len(frame.audio) / frame.audio_rate
 
     async def flush(self) -> float:
-        """Tell the page to drop everything it has not played yet: about its playback lead, PLAYBACK_LEAD_S."""
+        """Make the page drop everything it has not played yet; returns the seconds of audio that was.
+
+        Over the websocket the page holds its playback lead, PLAYBACK_LEAD_S; over WebRTC see WebRTCMedia.flush.
+        """
+        if self.rtc is not None:
+            dropped, until_rtp = self.rtc.flush()
+            await self.send_event({"type": "flush", "until_rtp": until_rtp})
+            return dropped
         await self.send_event({"type": "flush"})
         dropped, self._sent_since_flush_s = min(PLAYBACK_LEAD_S, self._sent_since_flush_s), 0.0
         return dropped
@@ -98,20 +144,37 @@ class BrowserSession(AudioSource, FrameSink):
     async def _handle(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
             item = decode_binary(message)
+            if self.rtc is not None:
+                raise ProtocolError("this server takes the microphone and camera over WebRTC, not the websocket")
             if isinstance(item, MicAudio):
-                chunk = AudioChunk(item.pcm, self.rate, pts=self.now() - len(item.pcm) / self.rate)
-                try:
-                    self._mic.put_nowait(chunk)
-                except asyncio.QueueFull:
-                    log.warning("microphone audio dropped: the conversation is not keeping up")
+                self._hear(item.pcm)
             elif isinstance(item, CameraImage):
-                self.camera = item.image
+                self._camera = item.image
             return
         event = decode_text(message)
-        if event["type"] == "played":
+        kind = event["type"]
+        if kind == "played":
             self.played = event
-        elif event["type"] not in ("hello", "stop"):
-            raise ProtocolError(f"unknown message type {event['type']!r}")
+            if self.rtc is not None and isinstance(event.get("playout_s"), (int, float)):
+                self.rtc.report(float(event["playout_s"]))
+        elif kind == "hello":
+            if not self.hello.done():
+                self.hello.set_result(event)
+        elif kind == "offer":
+            await self._answer(event)
+        elif kind != "stop":
+            raise ProtocolError(f"unknown message type {kind!r}")
+
+    async def _answer(self, event: dict[str, Any]) -> None:
+        if self.rtc is None:
+            raise ProtocolError("this server sends media over the websocket (--transport websocket); no WebRTC offer expected")
+        if not isinstance(event.get("sdp"), str):
+            raise ProtocolError('an offer needs an "sdp" string')
+        try:
+            sdp = await self.rtc.answer(event["sdp"])
+        except ValueError as exc:
+            raise ProtocolError(f"cannot accept this WebRTC offer: {exc}") from None
+        await self.send_event({"type": "answer", "sdp": sdp})
 
 
 SessionRunner = Callable[[BrowserSession], Awaitable[None]]
@@ -119,7 +182,7 @@ SessionRunner = Callable[[BrowserSession], Awaitable[None]]
 
 @dataclass
 class BrowserServer:
-    """Serves the page at http://host:port/ and runs `run_session` for the one connected page."""
+    """Serves the page at http://host:port/ and runs `run_session` for each connected page, up to `max_sessions` at once."""
 
     run_session: SessionRunner
     now: Callable[[], float]
@@ -127,24 +190,40 @@ class BrowserServer:
     port: int = 8765
     token: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # sent to the page on connect (fps, size, ...)
+    transport: Transport = "webrtc"
+    ice_servers: tuple = ()  # webrtc.IceServer entries; none by default: no STUN or TURN server is contacted
+    max_sessions: int = 1
+    busy_message: str = ONE_PAGE
     _server: Server | None = None
-    _active: BrowserSession | None = None
-    _sessions: set[asyncio.Task] = field(default_factory=set)
+    _active: dict[BrowserSession, asyncio.Task] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.host not in LOOPBACK and not self.token:
             raise ValueError(f"serving on {self.host} makes the page reachable from other machines: give a --token")
+        if self.transport not in ("webrtc", "websocket"):
+            raise ValueError(f"unknown transport {self.transport!r}; expected webrtc or websocket")
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be at least 1, got {self.max_sessions}")
 
     @property
     def url(self) -> str:
         """The page's address (with the token, when there is one)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+        return f"http://{host}:{self.port}/" + (f"?token={quote(self.token, safe='')}" if self.token else "")
+
+    @property
+    def sessions(self) -> list[BrowserSession]:
+        """The pages holding a conversation now."""
+        return list(self._active)
 
     async def start(self) -> None:
-        """Start listening (port 0 picks a free port)."""
-        self._server = await serve(self._connection, self.host, self.port, process_request=self._http,
-                                   max_size=MAX_MESSAGE_BYTES, max_queue=64, compression=None)  # fmt: skip
+        """Start listening (port 0 picks a free port); a port in use or an address not of this machine is a PageError."""
+        try:
+            self._server = await serve(self._connection, self.host, self.port, process_request=self._http,
+                                       max_size=MAX_MESSAGE_BYTES, max_queue=64, compression=None)  # fmt: skip
+        except OSError as exc:
+            reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise PageError(f"cannot serve the page on {self.host}:{self.port}: {reason}") from None
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
@@ -152,9 +231,9 @@ class BrowserServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in list(self._sessions):
+        for task in list(self._active.values()):
             task.cancel()
-        for task in list(self._sessions):
+        for task in list(self._active.values()):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -172,9 +251,14 @@ class BrowserServer:
             if origin is not None and urlsplit(origin).netloc != host:
                 return self._reply(HTTPStatus.FORBIDDEN, f"origin {origin!r} may not connect")
             return None  # go on with the websocket handshake
+        if url.path == "/" and self.max_sessions > 1 and self._seats_left() == 0:
+            page = SEATS_TAKEN_PAGE.format(busy=len(self._active), seats=self.max_sessions)
+            response = self._reply(HTTPStatus.SERVICE_UNAVAILABLE, page, "text/html; charset=utf-8")
+            response.headers["Retry-After"] = "10"
+            return response
         if url.path in STATIC:
             name, kind = STATIC[url.path]
-            body = resources.files("devices.browser").joinpath("static", name).read_bytes()
+            body = resources.files("liveavatar.devices.browser").joinpath("static", name).read_bytes()
             return self._reply(HTTPStatus.OK, body, kind)
         if url.path == "/favicon.ico":
             return self._reply(HTTPStatus.NO_CONTENT, b"")
@@ -198,23 +282,29 @@ class BrowserServer:
 
     # ------------------------------------------------------------------------------ websocket
 
+    def _seats_left(self) -> int:
+        return self.max_sessions - len(self._active)
+
     async def _connection(self, websocket: ServerConnection) -> None:
-        if self._active is not None and self._active.websocket.state in (State.CLOSING, State.CLOSED):
-            with contextlib.suppress(asyncio.TimeoutError):  # a reloaded page: let the old session finish
-                await asyncio.wait_for(self._active.ended.wait(), HANDOVER_S)
-        if self._active is not None:
-            await websocket.send(json.dumps({"type": "error", "message": "another page is already in this conversation; close it first"}))
+        closing = [s for s in self._active if s.websocket.state in (State.CLOSING, State.CLOSED)]
+        if self._seats_left() == 0 and closing:  # a reloaded page: let the old session finish
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.wait([asyncio.ensure_future(s.ended.wait()) for s in closing],
+                                                    return_when=asyncio.FIRST_COMPLETED), HANDOVER_S)  # fmt: skip
+        if self._seats_left() == 0:
+            await websocket.send(json.dumps({"type": "error", "code": "busy", "message": self.busy_message}))
             await websocket.close(1013, "busy")
             return
-        session = BrowserSession(websocket, self.now)
-        self._active = session
+        session = BrowserSession(websocket, self.now, self.transport, self.ice_servers)
         task = asyncio.current_task()
         assert task is not None
-        self._sessions.add(task)
+        self._active[session] = task
         receiver = asyncio.create_task(session.receive(), name="browser-receive")
         runner = asyncio.create_task(self.run_session(session), name="browser-session")
         try:
-            await session.send_event({"type": "config", "jitter_s": PLAYBACK_LEAD_S, **self.config})
+            ice = [s.as_page_config() for s in self.ice_servers]
+            await session.send_event({"type": "config", "jitter_s": PLAYBACK_LEAD_S, "transport": self.transport,
+                                      "ice_servers": ice, **self.config})  # fmt: skip
             done, _ = await asyncio.wait({receiver, runner}, return_when=asyncio.FIRST_COMPLETED)
             for finished in done:
                 if finished is runner and not finished.cancelled() and finished.exception() is not None:
@@ -226,6 +316,9 @@ class BrowserServer:
             for child in (runner, receiver):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await child
-            self._active = None
+            if session.rtc is not None:
+                with contextlib.suppress(Exception):
+                    await session.rtc.aclose()
+            self._active.pop(session, None)
             session.ended.set()
-            self._sessions.discard(task)
+

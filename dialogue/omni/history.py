@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dialogue.base import DialogueBackend, UserTurn
-from media import resample
+from liveavatar.dialogue.base import DialogueBackend, UserTurn
+from liveavatar.media import resample
 
 INPUT_RATE = 16000
 """Qwen3-Omni's audio encoder takes 16 kHz mono; user audio is stored at this rate."""
@@ -55,6 +55,10 @@ class OmniHistory:
         del self._exchanges[: -self.max_exchanges]
         return exchange
 
+    def clear(self) -> None:
+        """Forget every exchange (the system prompt stays)."""
+        self._exchanges = []
+
     def forget(self, exchange: Exchange) -> None:
         """Remove `exchange` (a failed reply that said nothing), if it is still remembered."""
         self._exchanges = [e for e in self._exchanges if e is not exchange]
@@ -78,6 +82,10 @@ class HistoryBackend(DialogueBackend):
     def record_played(self, text: str, turn: UserTurn | None = None) -> None:
         """Make the reply to `turn` (default: the last one) in the history exactly the part that was heard."""
         self._history.record_played(text, turn)
+
+    def reset(self) -> None:
+        """A new listener: every exchange is forgotten."""
+        self._history.clear()
 
     def discard_turn(self, turn: UserTurn) -> None:
         """Forget `turn` and its reply: it was answered early and the user went on speaking."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dialogue.omni.history import INPUT_RATE
+from liveavatar.dialogue.omni.history import INPUT_RATE
 
 
 @dataclass

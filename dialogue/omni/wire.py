@@ -1,7 +1,7 @@
 """vLLM-Omni's `/v1/chat/completions` wire format: request bodies, SSE framing, stream chunks, error bodies.
 
 Pure functions and small stateful decoders, no I/O. The stream shapes accepted (see
-docs/qwen3-omni-serving.md §1.3, §1.5):
+../shared/docs/qwen3-omni-serving.md §1.3, §1.5):
 
 * vLLM-Omni: separate text and audio chunks told apart by a top-level `"modality"`; both carry their
   payload in `choices[0].delta.content`; audio is base64 of the chunk encoded on its own in the
@@ -22,13 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from dialogue.base import DialogueError
-from dialogue.omni.history import INPUT_RATE, OmniHistory
-from dialogue.wav import WavError, decode_wav, encode_wav, is_wav
-from media import AudioChunk
+from liveavatar.dialogue.base import DialogueError
+from liveavatar.dialogue.omni.history import INPUT_RATE, OmniHistory
+from liveavatar.dialogue.wav import WavError, decode_wav, encode_wav, is_wav
+from liveavatar.media import AudioChunk
 
 DEFAULT_OUTPUT_RATE = 24000
 """Qwen3-Omni speaks at 24 kHz; used when a chunk states no rate."""
+MIN_RATE, MAX_RATE = 8000, 192000
+"""Sample rates (Hz) taken from a server; anything else is a malformed event, not a crash further down."""
+MAX_REPLY_SPEECH_S = 600.0
+"""Speech taken for one reply (ten minutes); a server that goes on streaming is cut off, so memory stays bounded."""
 
 QWEN_SYSTEM_PROMPT = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
@@ -131,39 +135,53 @@ class ChunkContent:
     transcript: list[str] = field(default_factory=list)
     audio: list[AudioPayload] = field(default_factory=list)
     finish_reason: str | None = None
+    prompt_tokens: int | None = None  # from the chunk's `usage` (vLLM-Omni puts it on every audio chunk)
 
 
 def parse_chunk(data: str) -> ChunkContent:
-    """Decode one SSE `data` payload; raises DialogueError for malformed JSON or an error the server streamed."""
+    """Decode one SSE `data` payload; raises DialogueError for malformed JSON, fields of the wrong type or
+    impossible values (every field used is checked), or an error the server streamed."""
     try:
         chunk = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise DialogueError(f"vLLM-Omni sent a malformed stream event (not JSON: {exc.msg}): {_clip(data)}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise DialogueError(f"vLLM-Omni sent a malformed stream event (not JSON: {reason}): {_clip(data)}") from None
     if not isinstance(chunk, dict):
         raise DialogueError(f"vLLM-Omni sent a malformed stream event (not a JSON object): {_clip(data)}")
     error = _error_text(chunk)
     if error is not None:
         raise DialogueError(f"vLLM-Omni reported an error mid-reply: {error}")
     content = ChunkContent()
-    modality = chunk.get("modality")
-    for choice in chunk.get("choices") or []:
-        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+    usage = chunk.get("usage")  # informational (a metric): never a reason to drop the reply
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int) and usage["prompt_tokens"] >= 0:
+        content.prompt_tokens = usage["prompt_tokens"]
+    modality = _optional(chunk, "modality", str, "")
+    choices = _optional(chunk, "choices", list, "")
+    for i, choice in enumerate(choices or []):
+        at = f"choices[{i}]"
+        if not isinstance(choice, dict):
+            raise _malformed(f"{at}: expected an object, got {_shown(choice)}")
+        index = _optional(choice, "index", int, at)
+        if index not in (None, 0):
             continue
-        delta = choice.get("delta") or {}
-        text = delta.get("content")
-        if isinstance(text, str) and text:
+        delta = _optional(choice, "delta", dict, at) or {}
+        text = _optional(delta, "content", str, f"{at}.delta")
+        if text:
             if modality == "audio":
-                content.audio.append(AudioPayload(_b64(text), _stated_rate(choice, chunk)))
+                content.audio.append(AudioPayload(_b64(text), _stated_rate(choice, chunk, at)))
             elif modality in (None, "text"):
                 content.text.append(text)
-        audio = delta.get("audio")
-        if isinstance(audio, dict):
-            if isinstance(audio.get("data"), str) and audio["data"]:
-                content.audio.append(AudioPayload(_b64(audio["data"]), _stated_rate(choice, chunk)))
-            if isinstance(audio.get("transcript"), str) and audio["transcript"]:
-                content.transcript.append(audio["transcript"])
-        if choice.get("finish_reason"):
-            content.finish_reason = str(choice["finish_reason"])
+        audio = _optional(delta, "audio", dict, f"{at}.delta")
+        if audio:
+            data_b64 = _optional(audio, "data", str, f"{at}.delta.audio")
+            if data_b64:
+                content.audio.append(AudioPayload(_b64(data_b64), _stated_rate(choice, chunk, at)))
+            transcript = _optional(audio, "transcript", str, f"{at}.delta.audio")
+            if transcript:
+                content.transcript.append(transcript)
+        finish = _optional(choice, "finish_reason", str, at)
+        if finish:
+            content.finish_reason = finish
     return content
 
 
@@ -187,6 +205,8 @@ class AudioDecoder:
                 pcm, rate = decode_wav(payload.data)
             except WavError as exc:
                 raise DialogueError(f"vLLM-Omni sent an unreadable WAV audio chunk: {exc}") from None
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise _malformed(f"the WAV audio chunk states {rate} Hz; expected {MIN_RATE} to {MAX_RATE}")
         else:
             raw = self._carry + payload.data
             even = len(raw) - len(raw) % 2
@@ -195,6 +215,8 @@ class AudioDecoder:
             rate = payload.rate or self.default_rate
         if not len(pcm):
             return None
+        if self._seconds + len(pcm) / rate > MAX_REPLY_SPEECH_S:
+            raise DialogueError(f"vLLM-Omni sent over {MAX_REPLY_SPEECH_S / 60:.0f} minutes of speech for one reply; the rest was cut off")
         chunk = AudioChunk(pcm, rate, pts=self._seconds)
         self._seconds += chunk.duration
         return chunk
@@ -208,7 +230,7 @@ def error_message(body: bytes, reason: str = "") -> str:
     text = body.decode("utf-8", errors="replace").strip()
     try:
         parsed = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return _clip(text, 300) or reason or "no details"
     if isinstance(parsed, dict):
         found = _error_text(parsed)
@@ -223,11 +245,11 @@ def _error_text(obj: dict[str, Any]) -> str | None:
     """The message of an error object: {"error": {...}}, {"error": "..."} or {"object": "error", ...}."""
     error = obj.get("error")
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or json.dumps(error))
+        return _clip(str(error.get("message") or error.get("type") or json.dumps(error)), 300)
     if isinstance(error, str) and error:
-        return error
+        return _clip(error, 300)
     if obj.get("object") == "error":
-        return str(obj.get("message") or obj.get("type") or "unknown error")
+        return _clip(str(obj.get("message") or obj.get("type") or "unknown error"), 300)
     return None
 
 
@@ -236,22 +258,47 @@ def _detail_text(detail: Any) -> str:
         parts = []
         for item in detail:
             if isinstance(item, dict):
-                where = ".".join(str(p) for p in item.get("loc", []))
+                loc = item.get("loc") or []
+                where = ".".join(str(p) for p in (loc if isinstance(loc, list) else [loc]))
                 parts.append(f"{where}: {item.get('msg', item)}" if where else str(item.get("msg", item)))
             else:
                 parts.append(str(item))
-        return "; ".join(parts)
-    return str(detail)
+        return _clip("; ".join(parts), 300)
+    return _clip(str(detail), 300)
 
 
-def _stated_rate(choice: dict[str, Any], chunk: dict[str, Any]) -> int | None:
-    for meta in (choice.get("audio_metadata"), chunk.get("audio_metadata"), chunk):
+def _stated_rate(choice: dict[str, Any], chunk: dict[str, Any], at: str) -> int | None:
+    """The sample rate a chunk states for its audio, checked to be a plausible whole number of Hz."""
+    for meta, where in ((choice.get("audio_metadata"), f"{at}.audio_metadata"), (chunk.get("audio_metadata"), "audio_metadata"), (chunk, "")):
         if isinstance(meta, dict):
             for key in ("sample_rate_hz", "sample_rate"):
                 value = meta.get(key)
-                if isinstance(value, (int, float)) and value > 0:
-                    return int(value)
+                if value is None:
+                    continue
+                whole = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
+                if not whole or not MIN_RATE <= value <= MAX_RATE:
+                    name = f"{where}.{key}" if where else key
+                    raise _malformed(f"{name}: expected a whole number of Hz from {MIN_RATE} to {MAX_RATE}, got {_shown(value)}")
+                return int(value)
     return None
+
+
+def _optional(obj: dict[str, Any], key: str, kind: type, at: str) -> Any:
+    """`obj[key]` when it is absent, null or of `kind`; anything else is a malformed event."""
+    value = obj.get(key)
+    if value is None or (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
+        return value
+    expected = {str: "text", dict: "an object", list: "a list", int: "a whole number"}[kind]
+    raise _malformed(f"{at + '.' if at else ''}{key}: expected {expected}, got {_shown(value)}")
+
+
+def _malformed(problem: str) -> DialogueError:
+    return DialogueError(f"vLLM-Omni sent a malformed stream event ({problem})")
+
+
+def _shown(value: Any) -> str:
+    """A value from the server as it was written in JSON, clipped."""
+    return _clip(json.dumps(value, ensure_ascii=False), 60)
 
 
 def _b64(text: str) -> bytes:
@@ -262,5 +309,6 @@ def _b64(text: str) -> bytes:
 
 
 def _clip(text: str, limit: int = 120) -> str:
-    text = text.strip()
+    """`text` on one line (runs of whitespace become one space), at most `limit` characters."""
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

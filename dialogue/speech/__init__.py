@@ -1,5 +1,5 @@
 """Local speech synthesis: Piper voices, voice shaping, sentence-by-sentence streaming."""
 
-from dialogue.speech.voice import VoiceOptions
+from liveavatar.dialogue.speech.voice import VoiceOptions
 
 __all__ = ["VoiceOptions"]

@@ -7,13 +7,15 @@ import functools
 import importlib
 import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
 
-from dialogue.speech.shaping import shape_voice
-from dialogue.speech.voice import BUNDLED_VOICES, VoiceOptions
-from media import AudioChunk, PhonemeSpan
+from liveavatar.dialogue.speech.sentences import bounded_pieces
+from liveavatar.dialogue.speech.shaping import shape_voice
+from liveavatar.dialogue.speech.voice import BUNDLED_VOICES, VoiceOptions
+from liveavatar.media import AudioChunk, PhonemeSpan
 
 
 class VoiceNotFound(FileNotFoundError):
@@ -42,7 +44,7 @@ def voice_files(model: str, base_dir: Path | None = None) -> tuple[Path, Path]:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_voice(model: Path, config: Path):  # noqa: ANN202 - piper's own type
+def load_voice(model: Path, config: Path):  # noqa: ANN202 - piper's own type
     """Load a Piper voice once per process (read-only, shared by every persona that uses it)."""
     from piper import PiperVoice
 
@@ -52,18 +54,21 @@ def _load_voice(model: Path, config: Path):  # noqa: ANN202 - piper's own type
 class PiperTTS:
     """Synthesizes text with a persona's voice; `stream()` yields one AudioChunk per sentence."""
 
-    def __init__(self, options: VoiceOptions, base_dir: Path | None = None) -> None:
+    def __init__(self, options: VoiceOptions, base_dir: Path | None = None, executor: Executor | None = None) -> None:
         self.options = options
-        self._voice = _load_voice(*voice_files(options.model, base_dir))
+        self.executor = executor  # where synthesis runs (None: the event loop's default executor)
+        self._voice = load_voice(*voice_files(options.model, base_dir))
         self.rate: int = self._voice.config.sample_rate
 
     def synthesize(self, text: str, stop: threading.Event | None = None) -> Iterator[AudioChunk]:
-        """Blocking: sentence chunks of `text` (pts from 0), stopping early when `stop` is set."""
+        """Blocking: sentence chunks of `text` (pts from 0), stopping early when `stop` is set; text too long for
+        one synthesis is spoken in pieces of at most MAX_PIECE_CHARS."""
         from piper import SynthesisConfig
 
         cfg = SynthesisConfig(length_scale=1.0 / self.options.speaking_rate, normalize_audio=True)
         pts = 0.0
-        for sentence in self._voice.synthesize(text, syn_config=cfg, include_alignments=True):
+        sentences = (s for piece in bounded_pieces(text) for s in self._voice.synthesize(piece, syn_config=cfg, include_alignments=True))
+        for sentence in sentences:
             if stop is not None and stop.is_set():
                 return
             pcm = sentence.audio_float_array.astype(np.float32)
@@ -95,7 +100,7 @@ class PiperTTS:
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 
-        worker = loop.run_in_executor(None, work)
+        worker = loop.run_in_executor(self.executor, work)
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "liveavatar-tiny"
+from liveavatar.testing.parity import FIXTURES_ENV, default_fixtures
+
+FIXTURES = default_fixtures()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -20,7 +22,8 @@ def fixture_dir(part: str) -> Path:
     """The fixture sub-folder `part` (dit or vae); skips the test with the reason when it is absent."""
     path = FIXTURES / part
     if not path.is_dir():
-        pytest.skip(f"golden fixtures not found at {path} (expected ../shared/fixtures/liveavatar-tiny from the repo root)")
+        pytest.skip(f"golden fixtures not found at {path} (expected ../shared/fixtures/liveavatar-tiny "
+                    f"beside the repository or above it, or ${FIXTURES_ENV})")
     return path
 
 

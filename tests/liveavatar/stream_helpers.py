@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import psutil
 
-from avatar.registry import AvatarSetup
+from liveavatar.avatar.registry import AvatarSetup
 
 RATE = 24000
 

@@ -1,9 +1,10 @@
 """The `liveavatar` backend end to end on CPU with the tiny TEST config (random weights).
 
-What is asserted: frames come 12 per block with contiguous indices and exactly samples_in_frame samples;
-speech comes out bit-exact and in order on frames stamped with its generation; idle frames are silent and
-unstamped; "silence" pads and "wait" holds; clear() drops everything planned and late chunks; the event
-loop keeps running while a block is computed; the internal state stays bounded.
+What is asserted: frames come with contiguous indices and exactly samples_in_frame samples; speech comes out
+bit-exact and in order on frames stamped with its generation; idle frames are silent and unstamped; "silence"
+pads and "wait" holds; clear() drops everything planned and late chunks; pause() holds the reply (the avatar
+listens) and resume(replay_s) replays what the sinks dropped, as the portrait does; a pause with nothing to say
+leaves the stream alone; the event loop keeps running while a block is computed; the internal state stays bounded.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import time
 import numpy as np
 import pytest
 
-from avatar.liveavatar.backend import LiveAvatarGenerator, Options, create
-from avatar.registry import AvatarSetup, create_avatar, options_model
-from media import AudioChunk, samples_in_frame
+from liveavatar.avatar.liveavatar.backend import LiveAvatarGenerator, Options, create
+from liveavatar.avatar.registry import AvatarSetup, create_avatar, options_model
+from liveavatar.media import AudioChunk, samples_in_frame
 from stream_helpers import RATE, assert_short_reply_then_idle, make_setup, speech, take
 
 
 @pytest.fixture(scope="module")
 def tiny_parts():
-    from avatar.liveavatar.tiny import build_tiny_parts
+    from liveavatar.avatar.liveavatar.tiny import build_tiny_parts
 
     return build_tiny_parts(seed=0, context_s=0.5)
 
@@ -60,8 +61,7 @@ def test_idle_then_speech_then_idle(tiny_parts):
         assert f.fps == 25.0 and f.audio_rate == RATE
     assert all(f.generation is None and not f.audio.any() for f in idle)
     labels = [f.generation for f in rest]
-    first = labels.index(5)  # a block planned before the push (look-ahead) may still be idle
-    assert first % 12 == 0, "speech starts on a block boundary"
+    first = labels.index(5)  # idle frames already computed may show until the speech block is ready
     # 0.7 s of speech = 17.5 frames -> 18 frames carry it; the rest of that block and later blocks are idle
     assert labels[first:first + 18] == [5] * 18 and 5 not in labels[first + 18:]
     spoken = rest[first:first + 18]
@@ -183,11 +183,11 @@ def test_state_stays_bounded_over_a_long_stream(tiny_parts):
             gen.push(AudioChunk(speech(0.3, seed=k), RATE), generation=100 + k)
             gen.end(100 + k)
             await take(stream, 12)
-        pipe = gen._pipeline
+        pipe = gen.runner.pipeline
         state = {
-            "replies": len(gen._replies),
+            "replies": len(gen._speech._replies),
             "model_pcm": len(gen._model_pcm),
-            "queue": gen._queue.qsize(),
+            "queue": len(gen._ready),
             "ring_bytes": sum(r.nbytes() for r in pipe.streamer.rings),
             "start_frame": pipe.streamer.start_frame,
         }
@@ -195,6 +195,53 @@ def test_state_stays_bounded_over_a_long_stream(tiny_parts):
         return state
 
     state = asyncio.run(run())
-    assert state["replies"] <= 1 and state["model_pcm"] < 7680 and state["queue"] <= 1
+    assert state["replies"] <= 1 and state["model_pcm"] < 7680 and state["queue"] <= 2
     assert state["start_frame"] >= 60, "the stream went past the 12-frame ring several times"
     assert state["ring_bytes"] == 4 * 2 * 3 * (12 * 16) * 256 * 4, "4 step rings × (K,V) × 3 layers × 12 frames × 16 tokens × 256 × fp32"
+
+
+def test_pause_holds_the_reply_and_resume_replays_what_the_sinks_dropped(tiny_parts):
+    """As the portrait: a false interruption loses nothing; the 0.12 s a player had buffered is spoken again."""
+    async def run():
+        gen = LiveAvatarGenerator(Options(), make_setup("silence"), parts=tiny_parts)
+        stream = gen.frames()
+        gen.push(AudioChunk(speech(3.0), RATE), generation=3)
+        gen.end(3)
+        before = await take(stream, 30)  # two and a half blocks: the pause lands inside a block
+        gen.pause()
+        paused = await take(stream, 24)
+        gen.resume(replay_s=0.12)
+        after = await take(stream, 120)
+        await gen.aclose()
+        return before, paused, after
+
+    before, paused, after = asyncio.run(run())
+    frames = before + paused + after
+    assert [f.index for f in frames] == list(range(len(frames))) and all(len(f.audio) == 960 for f in frames)
+    assert [f.generation for f in before] == [3] * 30
+    assert all(f.generation is None and not f.audio.any() for f in paused), "paused: the avatar listens, silent"
+    heard = np.concatenate([f.audio for f in frames if f.generation == 3])
+    expected = np.concatenate([speech(3.0)[: 30 * 960], speech(3.0)[30 * 960 - 2880:]])  # 0.12 s at 24 kHz = 2880
+    np.testing.assert_array_equal(heard[: len(expected)], expected)
+    assert not heard[len(expected):].any() and len(heard) - len(expected) < 12 * 960, "then the reply ends"
+
+
+def test_a_pause_with_nothing_to_say_leaves_the_stream_alone(tiny_parts):
+    """The listening avatar of a duet is paused too: its idle blocks keep coming, nothing is dropped or recomputed."""
+    async def run():
+        gen = LiveAvatarGenerator(Options(), make_setup("silence"), parts=tiny_parts)
+        stream = gen.frames()
+        await take(stream, 14)
+        epoch, dropped = gen._epoch, gen.dropped_blocks
+        gen.pause()
+        during = await take(stream, 12)
+        gen.resume(replay_s=0.5)
+        gen.resume()
+        after = await take(stream, 12)
+        state = gen._epoch, gen.dropped_blocks
+        await gen.aclose()
+        return epoch, dropped, during + after, state
+
+    epoch, dropped, frames, state = asyncio.run(run())
+    assert state == (epoch, dropped), "no new epoch, no block dropped"
+    assert all(f.generation is None and not f.audio.any() for f in frames)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avatar.liveavatar.cache import CondCache, KVRing
-from avatar.liveavatar.history_corrupt import HistoryCorrupt, corrupt, corrupt_ring_, history_mask
-from avatar.liveavatar.schedule import FlowMatchSchedule
+from liveavatar.avatar.liveavatar.cache import CondCache, KVRing
+from liveavatar.testing.history_corrupt import HistoryCorrupt, corrupt, corrupt_ring_, history_mask
+from liveavatar.avatar.liveavatar.schedule import FlowMatchSchedule
 
 
 def block(value: float, length: int = 4) -> torch.Tensor:

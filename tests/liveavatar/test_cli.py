@@ -6,7 +6,7 @@ from pathlib import Path
 
 import av
 
-from agent.cli import main
+from liveavatar.agent.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -47,3 +47,21 @@ def test_dit_workers_flag_runs_the_duet_on_worker_processes(tmp_path):
     left = [cmd for cmd in left if "multiprocessing.resource_tracker" not in cmd]  # Python's own helper, shared by all
     assert left == [], "worker processes outlived the duet"
     assert main(["duet", str(duet), "--out", str(out), "--dit-workers", "3"]) == 2  # 3 does not divide 4 steps
+
+
+def test_chat_from_a_wav_with_dit_workers_leaves_no_worker_behind(tmp_path, capsys):
+    import psutil
+    import soundfile
+
+    from user_speech import GREETING, user_says
+
+    wav, out = tmp_path / "question.wav", tmp_path / "chat.mp4"
+    soundfile.write(str(wav), user_says(GREETING), 16000)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert main(["chat", str(persona(tmp_path, "nova")), "--wav", str(wav), "--out", str(out), "--size", "64", "--dit-workers", "2"]) == 0
+    assert "Nova answered you" in capsys.readouterr().err
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) >= 25 and container.streams.audio
+    alive = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    left = [cmd for cmd in (" ".join(p.cmdline()) for p in alive) if "multiprocessing.resource_tracker" not in cmd]
+    assert left == [], "worker processes outlived the chat"

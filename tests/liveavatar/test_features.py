@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.liveavatar.features import AudioFeatures
-from avatar.liveavatar.tiny import build_tiny_parts, byte_tokenizer
+from liveavatar.avatar.liveavatar.features import AudioFeatures
+from liveavatar.avatar.liveavatar.tiny import build_tiny_parts, byte_tokenizer
 
 
 @pytest.fixture(scope="module")

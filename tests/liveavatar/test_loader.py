@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from avatar.liveavatar.loader import CheckpointError, find_checkpoint_files, load_parts, wan_t5_to_transformers
-from avatar.liveavatar.vae import VAEConfig, diffusers_to_reference
+from liveavatar.avatar.liveavatar.loader import CheckpointError, find_checkpoint_files, load_parts, wan_t5_to_transformers
+from liveavatar.avatar.liveavatar.vae import VAEConfig, diffusers_to_reference
 
 T5_LAYERS = 2
 
@@ -78,8 +78,8 @@ def checkpoint(tmp_path_factory, dit_fixture):
 
 
 def test_loads_every_part_merges_the_lora_and_generates(checkpoint, dit_fixture):
-    from avatar.liveavatar.pipeline import AvatarPipeline
-    from avatar.liveavatar.stream import random_relative_dist
+    from liveavatar.avatar.liveavatar.pipeline import AvatarPipeline
+    from liveavatar.avatar.liveavatar.stream import random_relative_dist
 
     root, lora_path, lora, vae_state = checkpoint
     parts = load_parts(root, lora_path, dtype="float32", pixel_size=(64, 64), audio_context_s=0.5)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from avatar.liveavatar.lora import LoraError, merge_lora
-from avatar.liveavatar.precision import Fp8Linear, apply_precision
+from liveavatar.avatar.liveavatar.lora import LoraError, merge_lora
+from liveavatar.avatar.liveavatar.precision import Fp8Linear, apply_precision
 
 
 class Toy(nn.Module):
@@ -81,22 +81,23 @@ def test_merge_errors_list_every_bad_key():
 
 
 def test_bf16_and_fp8_stream_close_to_fp32(dit_dir):
-    from avatar.liveavatar.config import StreamConfig
-    from avatar.liveavatar.parity import fixture_model, load_tensors
-    from avatar.liveavatar.stream import BlockStreamer, replay_relative_dist
+    from liveavatar.avatar.liveavatar.stream import BlockStreamer, replay_relative_dist
+    from liveavatar.testing.parity import FixtureConfig, fixture_model, load_tensors
 
+    fx = FixtureConfig.read(dit_dir)
     io = load_tensors(dit_dir / "io.safetensors")
     results = {}
     for dtype in ("bfloat16", "fp8"):
-        model = apply_precision(fixture_model(dit_dir), dtype)
-        streamer = BlockStreamer(model, StreamConfig(), model.encode_text(io["inputs.text_context"]), io["inputs.ref_latent"],
+        model = apply_precision(fixture_model(dit_dir, fx), dtype)
+        streamer = BlockStreamer(model, fx.stream, model.encode_text(io["inputs.text_context"]), io["inputs.ref_latent"],
                                  io["inputs.motion_latents"], replay_relative_dist(io["rolling_rope.relative_dist"].flatten().tolist()),
                                  lambda b: io[f"block{b:02d}.noise"])
-        out = streamer.next_block(io["inputs.audio_features"][..., :12])
+        out = streamer.next_block(io["inputs.audio_features"][..., :fx.video_frames_per_block])
         results[dtype] = (out - io["block00.final"]).abs().max().item()
         if dtype == "fp8":
             fp8 = [m for m in model.blocks.modules() if isinstance(m, Fp8Linear)]
-            assert len(fp8) == 3 * 10 and all(m.weight_fp8.dtype == torch.float8_e4m3fn for m in fp8)
+            # per block: q, k, v, o of the self- and the cross-attention, and the FFN's two Linears
+            assert len(fp8) == fx.dit.num_layers * 10 and all(m.weight_fp8.dtype == torch.float8_e4m3fn for m in fp8)
             assert isinstance(model.audio_injector.injector[0].q, Fp8Linear)
         assert model.time_projection[1].weight.dtype == torch.float32 and model.head.head.weight.dtype == torch.float32
         assert model.blocks[0].norm3.weight.dtype == torch.bfloat16

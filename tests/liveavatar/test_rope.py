@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from avatar.liveavatar.config import DiTConfig
-from avatar.liveavatar.dit import CausalS2VDiT
-from avatar.liveavatar.rope import Rope3D, axis_pairs, framepack_positions
+from liveavatar.avatar.liveavatar.config import DiTConfig
+from liveavatar.avatar.liveavatar.dit import CausalS2VDiT
+from liveavatar.avatar.liveavatar.rope import Rope3D, axis_pairs, framepack_positions
 
 
 def reference_table(rows: int, head_dim: int = 128) -> list[torch.Tensor]:

@@ -8,16 +8,16 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from avatar.liveavatar.config import StreamConfig
-from avatar.liveavatar.stream import BlockStreamer, ClipNoise, fixed_relative_dist, random_relative_dist, relative_dist_from_config, replay_relative_dist
-from avatar.liveavatar.tiny import TINY_DIT
+from liveavatar.avatar.liveavatar.config import StreamConfig
+from liveavatar.avatar.liveavatar.stream import BlockStreamer, ClipNoise, fixed_relative_dist, random_relative_dist, relative_dist_from_config, replay_relative_dist
+from liveavatar.avatar.liveavatar.tiny import TINY_DIT
 
 LAT = 8  # 8×8 latent, 16 tokens per frame
 
 
 @pytest.fixture(scope="module")
 def model():
-    from avatar.liveavatar.dit import CausalS2VDiT
+    from liveavatar.avatar.liveavatar.dit import CausalS2VDiT
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 
-from avatar.liveavatar.tpp import bench
+from liveavatar.testing import tpp_bench as bench
 from stream_helpers import worker_children
 
 
 def test_tpp_bench_prints_measured_and_predicted_figures(capsys):
-    argv = ["--scenarios", "tiny", "--workers", "1,2", "--decode-worker", "off", "--blocks", "1", "--windows", "2", "--warm", "1"]
+    argv = ["--scenarios", "tiny", "--workers", "1,2", "--decode-worker", "off", "--blocks", "1", "--windows", "2", "--warm", "1",
+            "--onset-trials", "1"]
     assert bench.main(argv) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     names = [line["name"] for line in lines]
     assert names[:2] == ["tpp_conditions", "tpp_calibration"]
     assert names.count("tpp_run") == 3 and names.count("tpp_speedup") == 1 and names.count("tpp_reference_layout") == 6
+    onsets = [line for line in lines if line["name"] == "tpp_onset"]
+    assert [o["dit_workers"] for o in onsets] == [0, 1, 2] and all(o["value"] > 0 and o["trials"] == 1 for o in onsets)
+    assert all(o["predicted_mean_s"] > 0 for o in onsets)
+    reference_onsets = {(r["claim_fps"], r["policy"]): r for r in lines if r["name"] == "tpp_reference_onset"}
+    assert set(reference_onsets) == {(f, p) for f in (45.0, 20.0) for p in ("queued", "preempt")}
+    now, before = reference_onsets[(45.0, "preempt")], reference_onsets[(45.0, "queued")]
+    assert now["floor_s"] <= now["min_s"] <= now["mean_s"] < before["mean_s"], "speech no longer waits behind idle blocks"
     calibration = lines[1]["costs"]
     assert set(calibration) == {"forward_s", "features_s", "decode_s", "frames_s", "transfer_s", "steps"}
     assert all(v > 0 for v in calibration.values())

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.liveavatar.backend import LiveAvatarGenerator, Options
-from avatar.liveavatar.tpp.generator import TPPGenerator
-from media import AudioChunk
+from liveavatar.avatar.liveavatar.backend import LiveAvatarGenerator, Options
+from liveavatar.avatar.liveavatar.inprocess import InProcessRunner
+from liveavatar.avatar.liveavatar.tpp.runner import WorkerPoolRunner
+from liveavatar.media import AudioChunk
 from stream_helpers import RATE, make_setup, speech, take, worker_children
 
 BLOCKS = 10
@@ -36,14 +37,12 @@ def script(gen) -> None:
 def reference():
     """Frames and clean latents of the in-process generator."""
     async def run():
-        gen = LiveAvatarGenerator(Options(), make_setup())
-        gen._pipeline = gen._build_pipeline()
-        latents = []
-        gen._pipeline.streamer.on_step = lambda r: latents.append(r.latent_out.clone()) if r.step == 3 else None
+        options, setup = Options(), make_setup()
+        gen = LiveAvatarGenerator(options, setup, runner=InProcessRunner(options, setup, keep_latents=True))
         script(gen)
         frames = await take(gen.frames(), 12 * BLOCKS)
         await gen.aclose()
-        return frames, latents
+        return frames, list(gen.latents)
 
     return asyncio.run(run())
 
@@ -51,11 +50,12 @@ def reference():
 @pytest.mark.parametrize("dit_workers,decode_worker", [(1, True), (2, True), (4, True), (2, False)])
 def test_tpp_output_is_bit_identical_to_one_process(reference, dit_workers, decode_worker):
     async def run():
-        gen = TPPGenerator(Options(dit_workers=dit_workers, decode_worker=decode_worker), make_setup(), keep_latents=True)
+        options, setup = Options(dit_workers=dit_workers, decode_worker=decode_worker), make_setup()
+        gen = LiveAvatarGenerator(options, setup, runner=WorkerPoolRunner(options, setup, keep_latents=True))
         script(gen)
         frames = await take(gen.frames(), 12 * BLOCKS)
         latents = list(gen.latents)
-        processes = len(gen.worker_pids)
+        processes = len(gen.runner.worker_pids)
         await gen.aclose()
         return frames, latents, processes
 

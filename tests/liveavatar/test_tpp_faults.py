@@ -18,21 +18,20 @@ import time
 
 import pytest
 
-from avatar.liveavatar.backend import Options
-from avatar.liveavatar.tpp.generator import TPPGenerator
-from avatar.liveavatar.tpp.pool import TPPStartError, TPPWorkerError
-from media import AudioChunk
+from liveavatar.avatar.liveavatar.backend import LiveAvatarGenerator, Options
+from liveavatar.avatar.liveavatar.tpp.pool import TPPStartError, TPPWorkerError
+from liveavatar.media import AudioChunk
 from stream_helpers import RATE, alive, make_setup, speech, take, worker_children
 
 FAULT_DEADLINE_S = 5.0
 
 
-async def _fault_mid_stream(gen: TPPGenerator, victim_rank: int, sig: signal.Signals) -> tuple[float, BaseException, list[int]]:
+async def _fault_mid_stream(gen: LiveAvatarGenerator, victim_rank: int, sig: signal.Signals) -> tuple[float, BaseException, list[int]]:
     """Stream, hit one worker with `sig`, then pull frames until the error; (seconds to the error, error, pids)."""
     stream = gen.frames()
     gen.push(AudioChunk(speech(6.0), RATE), generation=1)
     await take(stream, 24)
-    pids = gen.worker_pids
+    pids = gen.runner.worker_pids
     hit = time.monotonic()
     os.kill(pids[victim_rank], sig)
     with pytest.raises(TPPWorkerError) as info:
@@ -44,7 +43,7 @@ async def _fault_mid_stream(gen: TPPGenerator, victim_rank: int, sig: signal.Sig
 
 
 def test_a_killed_worker_raises_within_5_s_and_nothing_is_left():
-    gen = TPPGenerator(Options(dit_workers=2), make_setup("silence"))
+    gen = LiveAvatarGenerator(Options(dit_workers=2), make_setup("silence"))
     elapsed, error, pids = asyncio.run(_fault_mid_stream(gen, 1, signal.SIGKILL))
     assert elapsed < FAULT_DEADLINE_S, f"the error took {elapsed:.2f} s"
     message = str(error)
@@ -54,7 +53,7 @@ def test_a_killed_worker_raises_within_5_s_and_nothing_is_left():
 
 
 def test_a_hung_worker_raises_within_5_s_and_nothing_is_left():
-    gen = TPPGenerator(Options(dit_workers=1), make_setup("silence"))  # default heartbeat_timeout_s (3 s)
+    gen = LiveAvatarGenerator(Options(dit_workers=1), make_setup("silence"))  # default heartbeat_timeout_s (3 s)
     elapsed, error, pids = asyncio.run(_fault_mid_stream(gen, 1, signal.SIGSTOP))  # the decode worker freezes
     assert elapsed < FAULT_DEADLINE_S, f"the error took {elapsed:.2f} s"
     assert "decode worker" in str(error) and "not responding" in str(error)
@@ -64,12 +63,12 @@ def test_a_hung_worker_raises_within_5_s_and_nothing_is_left():
 
 def test_a_worker_failing_at_start_gives_its_reason_and_nothing_is_left():
     async def run():
-        gen = TPPGenerator(Options(dit_workers=2, device="cuda:99"), make_setup())
+        gen = LiveAvatarGenerator(Options(dit_workers=2, device="cuda:99"), make_setup())
         started = time.monotonic()
         with pytest.raises(TPPStartError) as info:
             await asyncio.wait_for(anext(gen.frames()), 120)
         elapsed = time.monotonic() - started
-        pids = gen.worker_pids
+        pids = gen.runner.worker_pids
         await gen.aclose()
         return info.value, elapsed, pids
 
@@ -86,10 +85,10 @@ def test_a_master_port_in_use_is_a_clear_error_before_anything_starts():
         port = busy.getsockname()[1]
 
         async def run():
-            gen = TPPGenerator(Options(dit_workers=1, master_port=port), make_setup())
+            gen = LiveAvatarGenerator(Options(dit_workers=1, master_port=port), make_setup())
             with pytest.raises(TPPStartError) as info:
                 await asyncio.wait_for(anext(gen.frames()), 60)
-            pids = gen.worker_pids
+            pids = gen.runner.worker_pids
             await gen.aclose()
             return info.value, pids
 
@@ -100,9 +99,9 @@ def test_a_master_port_in_use_is_a_clear_error_before_anything_starts():
 
 def test_garbage_collection_stops_the_workers():
     async def run():
-        gen = TPPGenerator(Options(dit_workers=1, decode_worker=False), make_setup("silence"))
+        gen = LiveAvatarGenerator(Options(dit_workers=1, decode_worker=False), make_setup("silence"))
         await take(gen.frames(), 12)
-        return gen, gen.worker_pids
+        return gen, gen.runner.worker_pids
 
     gen, pids = asyncio.run(run())  # the loop ends without aclose()
     assert len(alive(pids)) == 1

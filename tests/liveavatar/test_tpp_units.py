@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avatar.liveavatar.tpp.layout import TPPLayout
-from avatar.liveavatar.tpp.schedule_model import (StageCosts, forward_cost_for_fps, predict, reference_layout, simulate,
+from liveavatar.avatar.liveavatar.tpp.layout import TPPLayout
+from liveavatar.avatar.liveavatar.tpp.schedule_model import (StageCosts, forward_cost_for_fps, predict, reference_layout, simulate,
                                                   stage_work)
-from avatar.liveavatar.tpp.wire import HEADER_FIELDS, MessageLayout, TensorSpec
+from liveavatar.avatar.liveavatar.blocks import BlockJob, skip_before_speech
+from liveavatar.avatar.liveavatar.tpp.wire import HEADER_FIELDS, KIND_BLOCK, BlockHeader, MessageLayout, TensorSpec
 
 
 # ---- layout ---------------------------------------------------------------------------------------
@@ -44,6 +45,26 @@ def test_messages_carry_any_dtype_bit_exactly():
                            b.contiguous().view(torch.uint8) if b.dtype != torch.bfloat16 else b.view(torch.int16))
     buf.zero_()
     assert not torch.equal(got[1], torch.zeros_like(got[1])), "unpacked tensors are copies"
+
+
+def test_a_block_message_has_a_named_header():
+    layout = MessageLayout([TensorSpec((2,), torch.float32)])
+    header, (x,) = layout.unpack_block(layout.pack(BlockHeader(KIND_BLOCK, seq=9, epoch=2, block=40), [torch.ones(2)]))
+    assert header == BlockHeader(KIND_BLOCK, 9, 2, 40) and (header.seq, header.epoch, header.block) == (9, 2, 40)
+    assert torch.equal(x, torch.ones(2))
+
+
+def test_idle_jobs_give_way_to_speech_and_stale_jobs_never_start():
+    def job(seq, epoch=1, idle=True):
+        return BlockJob(seq, epoch, idle, torch.zeros(1).numpy())
+
+    jobs = [job(1, epoch=0), job(2), job(3), job(4, idle=False), job(5)]
+    start, skipped = skip_before_speech(jobs, epoch=1)
+    assert start.seq == 4 and [j.seq for j in skipped] == [1, 2, 3], "stale and idle-before-speech jobs are skipped"
+    assert [j.seq for j in jobs] == [5], "the rest waits"
+    start, skipped = skip_before_speech(jobs, epoch=1)
+    assert start.seq == 5 and not skipped, "an idle job with no speech behind it runs"
+    assert skip_before_speech([], epoch=1) == (None, [])
 
 
 def test_messages_reject_what_does_not_fit():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from avatar.liveavatar.parity import vae_errors
-from avatar.liveavatar.vae import VAEConfig, WanVAE, diffusers_to_reference, reference_to_diffusers
+from liveavatar.testing.parity import vae_errors
+from liveavatar.avatar.liveavatar.vae import VAEConfig, WanVAE, diffusers_to_reference, reference_to_diffusers
 
 
 def test_decoder_matches_the_reference_bit_for_bit(vae_dir):

@@ -12,7 +12,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from dialogue.omni.local_server import OmniWireServer, synthetic_source  # noqa: E402
+from liveavatar.testing.omni_standin import OmniWireServer, synthetic_source  # noqa: E402
 from omni_tiny import TinyOmniSource, build_tiny_omni  # noqa: E402
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dialogue.base import DialogueBackend, DialogueError, TextDelta, UserTurn
-from media import AudioChunk, to_float32, to_int16
+from liveavatar.dialogue.base import DialogueBackend, DialogueError, TextDelta, UserTurn
+from liveavatar.media import AudioChunk, to_float32, to_int16
 
 
 @dataclass

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from dialogue import omni_bench
-from dialogue.omni.local_server import OmniWireServer, synthetic_source
-from dialogue.omni_server import Options
-from media import AudioChunk
+from liveavatar.testing import omni_bench
+from liveavatar.testing.omni_standin import OmniWireServer, synthetic_source
+from liveavatar.dialogue.omni_server import Options
+from liveavatar.media import AudioChunk
 
 
 def test_bench_prints_one_json_object_per_figure(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from agent.config import load_duet
-from agent.render import render_duet
-from dialogue.omni.local_server import OmniWireServer
+from liveavatar.agent.config import load_duet
+from liveavatar.agent.render import render_duet
+from liveavatar.testing.omni_standin import OmniWireServer
 from omni_tiny import TinyOmniSource
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -33,9 +33,9 @@ def write_duet(folder: Path, base_url: str) -> Path:
 
 def test_each_agents_speech_is_the_others_turn(tmp_path: Path, tiny_server: OmniWireServer, tiny_source: TinyOmniSource) -> None:
     duet = load_duet(write_duet(tmp_path, tiny_server.base_url))
-    stats = asyncio.run(render_duet(duet, tmp_path / "duet.mp4"))
-    turns = stats.result.turns
-    assert [t.speaker for t in turns] == ["A", "B", "A"] and stats.result.errors == []
+    result = asyncio.run(render_duet(duet.plan, duet.personas, tmp_path / "duet.mp4"))
+    turns = result.turns
+    assert [t.speaker for t in turns] == ["A", "B", "A"] and result.errors == []
     generations = tiny_source.generations
     assert len(generations) == 3
     assert generations[0].prompt_audio_clips == 0  # A hears only the opening text

@@ -15,13 +15,13 @@ import av
 import numpy as np
 import pytest
 
-from agent.agents import build_agent
-from agent.config import load_persona
-from devices.mp4 import MP4Sink
-from dialogue.base import UserTurn
-from dialogue.omni.local_server import OmniWireServer
-from dialogue.omni_server import OmniServerBackend, Options
-from media import AudioChunk, AVFrame
+from liveavatar.agent.agents import build_agent
+from liveavatar.agent.config import load_persona
+from liveavatar.devices.mp4 import MP4Sink
+from liveavatar.dialogue.base import UserTurn
+from liveavatar.testing.omni_standin import OmniWireServer
+from liveavatar.dialogue.omni_server import OmniServerBackend, Options
+from liveavatar.media import AudioChunk, AVFrame
 from omni_helpers import Collected, as_pcm16, collect, speech_turn
 from omni_tiny import SAMPLES_PER_FRAME, TinyOmniSource, expected_samples
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from dialogue.base import DialogueError, TextDelta, UserTurn
-from dialogue.omni.local_server import OmniWireServer
-from dialogue.omni_local import OmniLocalBackend, Options, create
-from dialogue.omni_server import OmniServerBackend
-from dialogue.omni_server import Options as ServerOptions
-from dialogue.registry import DialogueSetup, create_dialogue
+from liveavatar.dialogue.base import DialogueError, TextDelta, UserTurn
+from liveavatar.testing.omni_standin import OmniWireServer
+from liveavatar.dialogue.omni_local import OmniLocalBackend, Options, create
+from liveavatar.dialogue.omni_server import OmniServerBackend
+from liveavatar.dialogue.omni_server import Options as ServerOptions
+from liveavatar.dialogue.registry import DialogueSetup, create_dialogue
 from omni_helpers import collect, speech_turn
 from omni_tiny import expected_samples
 

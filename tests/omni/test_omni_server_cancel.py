@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from dialogue.base import TextDelta, UserTurn
-from dialogue.omni.local_server import OmniWireServer, with_behaviour
-from dialogue.omni_server import OmniServerBackend, Options
-from media import AudioChunk
+from liveavatar.dialogue.base import TextDelta, UserTurn
+from liveavatar.testing.omni_standin import OmniWireServer, with_behaviour
+from liveavatar.dialogue.omni_server import OmniServerBackend, Options
+from liveavatar.media import AudioChunk
 from omni_helpers import collect, speech_turn
 
 LIMIT_S = 0.050

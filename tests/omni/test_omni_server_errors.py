@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from dialogue.base import UserTurn
-from dialogue.omni.local_server import OmniWireServer, synthetic_source, with_behaviour
-from dialogue.omni_server import OmniServerBackend, Options
+from liveavatar.dialogue.base import UserTurn
+from liveavatar.testing.omni_standin import OmniWireServer, synthetic_source, with_behaviour
+from liveavatar.dialogue.omni_server import OmniServerBackend, Options
 from omni_helpers import Collected, collect, free_port, run_reply, speech_turn
 
 MODEL = "Qwen/Qwen3-Omni-30B-A3B-Instruct"

@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from dialogue.base import TextDelta, UserTurn
-from dialogue.omni.local_server import OmniWireServer, Speech, synthetic_source, synthetic_speech, with_behaviour
-from dialogue.omni_server import OmniServerBackend, Options, create
-from dialogue.registry import DialogueSetup, create_dialogue
-from dialogue.wav import decode_wav
-from media import AudioChunk
+from liveavatar.dialogue.base import TextDelta, UserTurn
+from liveavatar.testing.omni_standin import OmniWireServer, Speech, synthetic_source, synthetic_speech, with_behaviour
+from liveavatar.dialogue.omni_server import OmniServerBackend, Options, create
+from liveavatar.dialogue.registry import DialogueSetup, create_dialogue
+from liveavatar.dialogue.wav import decode_wav
+from liveavatar.media import AudioChunk
 from omni_helpers import as_pcm16, collect, run_reply, speech_turn
 
 REPLY_TEXT = "Hello there, nice to meet you."

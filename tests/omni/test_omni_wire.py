@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from dialogue.base import DialogueError, UserTurn
-from dialogue.omni.history import OmniHistory
-from dialogue.omni.wire import (
+from liveavatar.dialogue.base import DialogueError, UserTurn
+from liveavatar.dialogue.omni.history import OmniHistory
+from liveavatar.dialogue.omni.wire import (
     AudioDecoder,
     AudioPayload,
     chat_messages,
@@ -20,9 +20,9 @@ from dialogue.omni.wire import (
     parse_chunk,
     request_body,
 )
-from dialogue.sse import SseDecoder
-from dialogue.wav import decode_wav, encode_wav
-from media import AudioChunk
+from liveavatar.dialogue.sse import SseDecoder
+from liveavatar.dialogue.wav import decode_wav, encode_wav
+from liveavatar.media import AudioChunk
 from omni_helpers import as_pcm16
 
 
@@ -211,7 +211,7 @@ def test_history_is_bounded_and_record_played_replaces_the_last_reply() -> None:
 
 
 def test_options_reject_unknown_fields_and_bad_urls_and_document_every_field() -> None:
-    from dialogue import omni_local, omni_server
+    from liveavatar.dialogue import omni_local, omni_server
 
     with pytest.raises(ValidationError, match="extra"):
         omni_server.Options(base_url="http://h:1/v1", voise="Ethan")

@@ -24,17 +24,15 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
 
-from avatar.liveavatar.tpp.layout import TPPLayout
-from avatar.liveavatar.tpp.worker import HOST, WorkerChannels, WorkerSpec, worker_main
-
-Event = tuple
-"""(rank, message) from a worker, or ("fault", TPPError) once."""
+from liveavatar.avatar.liveavatar.memory import HeapTrimmer
+from liveavatar.avatar.liveavatar.tpp.messages import (BlockRequest, Failed, Frames, FromWorker, PoolEvent, PoolFault,
+                                                       Progress, Ready, Skipped, Stale, WorkerMessage, WorkerStats)
+from liveavatar.avatar.liveavatar.tpp.worker import HOST, WorkerChannels, WorkerConfig, worker_main
 
 
 class TPPError(RuntimeError):
@@ -49,26 +47,6 @@ class TPPWorkerError(TPPError):
     """A running worker died, hung or raised."""
 
 
-@dataclass(frozen=True)
-class PoolConfig:
-    """How to start the workers (timeouts in seconds)."""
-
-    layout: TPPLayout
-    options: Any  # avatar.liveavatar.backend.Options
-    portrait: np.ndarray
-    prompt: str
-    seed: int
-    out_size: tuple[int, int]
-    master_port: int | None = None
-    device: str = "cpu"
-    threads: int = 1
-    start_timeout_s: float = 300.0
-    heartbeat_timeout_s: float = 3.0
-    kill_grace_s: float = 0.5
-    parts_factory: Callable | None = None
-    keep_latents: bool = False
-
-
 def _signal_name(code: int | None) -> str:
     if code is None or code >= 0:
         return f"exit code {code}"
@@ -81,7 +59,7 @@ def _signal_name(code: int | None) -> str:
 class WorkerPool:
     """The worker processes of one TPP stream; `on_event` receives their messages from the monitor thread."""
 
-    def __init__(self, config: PoolConfig, on_event: Callable[[Event], None]) -> None:
+    def __init__(self, config: WorkerConfig, on_event: Callable[[PoolEvent], None]) -> None:
         self.config = config
         self.layout = config.layout
         self._on_event = on_event
@@ -92,7 +70,7 @@ class WorkerPool:
         self._heartbeats = self._ctx.RawArray("d", self.layout.world_size)
         self._epoch = self._ctx.RawValue("q", 0)
         self._store = None
-        self._ready: dict[int, dict] = {}
+        self._ready: dict[int, Ready] = {}
         self._heard: set[int] = set()
         self._ready_event = threading.Event()
         self._fault: TPPError | None = None
@@ -100,7 +78,8 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._monitor: threading.Thread | None = None
         self._send_lock = threading.Lock()
-        self.stats: dict[int, dict] = {}
+        self.stats: dict[int, WorkerStats] = {}
+        self._trimmer = HeapTrimmer()  # the frames arrive here, on the monitor thread: keep this process's RSS flat
         self.port: int | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
@@ -112,7 +91,6 @@ class WorkerPool:
         self.started_at = time.monotonic()
         self._store = self._host_store(cfg.master_port, cfg.start_timeout_s)
         self.port = self._store.port
-        backend = "nccl" if cfg.device.startswith("cuda") else "gloo"
         for rank in range(self.layout.world_size):
             if self._closing:
                 break
@@ -121,14 +99,10 @@ class WorkerPool:
             plans_recv = None
             if rank == 0:
                 plans_recv, plans_send = self._ctx.Pipe(duplex=False)
-            spec = WorkerSpec(rank=rank, layout=self.layout, store_port=self.port, backend=backend,
-                              device=_device_of(cfg.device, rank), threads=cfg.threads, options=cfg.options,
-                              portrait=cfg.portrait, prompt=cfg.prompt, seed=cfg.seed, out_size=cfg.out_size,
-                              parts_factory=cfg.parts_factory, keep_latents=cfg.keep_latents,
-                              connect_timeout_s=cfg.start_timeout_s)
             self._heartbeats[rank] = time.monotonic()
             channels = WorkerChannels(status_send, plans_recv, self._heartbeats, self._epoch)
-            proc = self._ctx.Process(target=worker_main, args=(spec, channels), name=f"liveavatar-tpp-{rank}", daemon=True)
+            proc = self._ctx.Process(target=worker_main, args=(cfg, rank, self.port, channels), name=f"liveavatar-tpp-{rank}",
+                                     daemon=True)
             try:
                 proc.start()
             except Exception as exc:  # e.g. a parts_factory that cannot be pickled
@@ -183,13 +157,14 @@ class WorkerPool:
             raise TPPStartError(f"cannot start the TPP rendezvous store on {HOST}: {exc}") from exc
 
     # ---- use -------------------------------------------------------------------------------------
-    def submit(self, seq: int, epoch: int, pcm16k: np.ndarray) -> None:
-        """Hand block `seq` (its 16 kHz audio, planned at `epoch`) to the first DiT worker."""
+    def submit(self, request: BlockRequest) -> None:
+        """Hand a planned block (its 16 kHz audio) to the first DiT worker."""
         if self._fault is not None:
             raise self._fault
+        request = BlockRequest(request.seq, request.epoch, request.idle, np.ascontiguousarray(request.pcm16k, np.float32))
         with self._send_lock:
             try:
-                self._plans.send((seq, epoch, np.ascontiguousarray(pcm16k, np.float32)))
+                self._plans.send(request)
             except (OSError, ValueError) as exc:
                 if self._fault is not None:
                     raise self._fault from exc
@@ -269,22 +244,27 @@ class WorkerPool:
                 pass
             del conns[conn]
 
-    def _handle(self, rank: int, message: tuple) -> None:
+    def _handle(self, rank: int, message: WorkerMessage) -> None:
         self._heard.add(rank)
-        kind = message[0]
-        if kind == "ready":
-            self._ready[rank] = message[1]
-            if len(self._ready) == self.layout.world_size:
-                self._ready_event.set()
-        elif kind == "error":
-            error = TPPStartError if len(self._ready) < self.layout.world_size else TPPWorkerError
-            self._fail(error(f"TPP {self.layout.name(rank)} failed: {message[1]}\n(all TPP workers were stopped)"))
-        elif kind == "stats":
-            self.stats[rank] = message[1]
-        else:
-            if kind in ("frames", "stale"):
-                self.stats[rank] = message[-1]
-            self._emit((rank, message))
+        match message:
+            case Ready():
+                self._ready[rank] = message
+                if len(self._ready) == self.layout.world_size:
+                    self._ready_event.set()
+            case Failed(error=text):
+                error = TPPStartError if len(self._ready) < self.layout.world_size else TPPWorkerError
+                self._fail(error(f"TPP {self.layout.name(rank)} failed: {text}\n(all TPP workers were stopped)"))
+            case Progress(stats=stats):
+                self.stats[rank] = stats
+            case Frames(stats=stats) | Stale(stats=stats):
+                self.stats[rank] = stats
+                self._emit(FromWorker(rank, message))
+                self._trimmer.block_done()
+            case Skipped():
+                self._emit(FromWorker(rank, message))
+            case _:
+                self._fail(TPPWorkerError(f"TPP {self.layout.name(rank)} sent an unknown message {message!r}; "
+                                          f"all TPP workers were stopped"))
 
     def _gone(self, rank: int) -> None:
         if self._closing or self._fault is not None:
@@ -308,9 +288,9 @@ class WorkerPool:
             self._fault = fault
         self._teardown()
         self._ready_event.set()
-        self._emit(("fault", fault))
+        self._emit(PoolFault(fault))
 
-    def _emit(self, event: Event) -> None:
+    def _emit(self, event: PoolEvent) -> None:
         try:
             self._on_event(event)
         except Exception:  # noqa: BLE001 - the consumer's loop may be closed; the fault stays recorded
@@ -349,16 +329,3 @@ class WorkerPool:
         self._ready_event.set()
         if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join(2.0)
-
-
-def _device_of(device: str, rank: int) -> str:
-    """CPU stays CPU; "cuda" spreads the ranks over the visible GPUs (rank r -> cuda:r mod count)."""
-    if not device.startswith("cuda"):
-        return device
-    if ":" in device:
-        return device
-    import torch
-
-    count = max(1, torch.cuda.device_count())
-    return f"cuda:{rank % count}"
-

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from avatar.liveavatar.config import StreamConfig
-from avatar.liveavatar.dit import AudioTokens, CausalS2VDiT
-from avatar.liveavatar.features import AudioFeatures, TextEncoder
-from avatar.liveavatar.pipeline import VAE_WARMUP_LATENTS, Parts, portrait_tensor, resize_frames, to_uint8_frames
-from avatar.liveavatar.schedule import FlowMatchSchedule
-from avatar.liveavatar.stream import ClipNoise, RelativeDistance, denoise_step, step_ring
-from avatar.liveavatar.vae import WanVAE
+from liveavatar.avatar.liveavatar.config import StreamConfig
+from liveavatar.avatar.liveavatar.dit import AudioTokens, CausalS2VDiT
+from liveavatar.avatar.liveavatar.features import AudioFeatures, TextEncoder
+from liveavatar.avatar.liveavatar.pipeline import VAE_WARMUP_LATENTS, Parts, portrait_tensor, resize_frames, to_uint8_frames
+from liveavatar.avatar.liveavatar.schedule import FlowMatchSchedule
+from liveavatar.avatar.liveavatar.stream import ClipNoise, RelativeDistance, denoise_step, step_ring
+from liveavatar.avatar.liveavatar.vae import WanVAE
 
 PartsFactory = Callable[[], Parts]
 """A picklable zero-argument function (module-level, or a functools.partial of one) building the models."""
@@ -38,10 +38,10 @@ class WorkerParts:
 
 
 def load_worker_parts(options, needs: frozenset[str], device: str, factory: PartsFactory | None = None) -> WorkerParts:
-    """Load only what `needs` names ("dit", "vae", "audio", "text") for `options` (the backend's Options)."""
+    """Load only what `needs` names ("dit", "vae", "audio", "text") for `options` (avatar.liveavatar.options.Options)."""
     if factory is not None or options.config == "tiny":
         if factory is None:
-            from avatar.liveavatar.tiny import build_tiny_parts
+            from liveavatar.avatar.liveavatar.tiny import build_tiny_parts
 
             parts = build_tiny_parts(seed=0, context_s=options.audio_context_s)
         else:
@@ -68,7 +68,7 @@ def _to_device(parts: WorkerParts, device: str) -> WorkerParts:
 
 
 def _load_checkpoint_parts(options, needs: frozenset[str], device: str) -> WorkerParts:
-    from avatar.liveavatar import loader
+    from liveavatar.avatar.liveavatar import loader
 
     if options.checkpoint_dir is None:
         raise ValueError("config=checkpoint needs checkpoint_dir (the local Wan2.2-S2V-14B folder)")

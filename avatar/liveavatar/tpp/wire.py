@@ -14,11 +14,22 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 HEADER_FIELDS = 8
 KIND_BLOCK = 1
+
+
+class BlockHeader(NamedTuple):
+    """The int64 fields in front of a block message: what it is, its order, its epoch, the stream's block index."""
+
+    kind: int
+    seq: int
+    epoch: int
+    block: int
+
 _ALIGN = 8
 
 # Idle waits are legitimate (a consumer that stops pulling, an open reply under the "wait" policy), so the
@@ -85,6 +96,11 @@ class MessageLayout:
         tensors = [buf[offset:offset + spec.nbytes].view(spec.dtype).reshape(spec.shape).clone()
                    for spec, offset in zip(self.specs, self.offsets)]
         return header, tensors
+
+    def unpack_block(self, buf: torch.Tensor) -> tuple[BlockHeader, list[torch.Tensor]]:
+        """A block message: its `BlockHeader` and tensors."""
+        fields, tensors = self.unpack(buf)
+        return BlockHeader(*fields[: len(BlockHeader._fields)]), tensors
 
 
 def _broadcast_options(root: int):

@@ -1,12 +1,9 @@
 """The entry point of one TPP worker process: heartbeat and parent watchdog, model loading, the block loop.
 
-Messages a worker sends the orchestrator on its own pipe:
-- ("ready", info) once its models are loaded, the process groups connected and the sink prefilled;
-- ("error", text) when it fails (then it exits with code 1);
-- ("stats", totals) after every block: cumulative seconds per activity, blocks done, last epoch seen;
-- the first DiT worker: ("skipped", seq) for a block planned before a `clear()` that it had not started;
-- the decoding process: ("frames", seq, images, latent or None, totals) or ("stale", seq, totals) for a block
-  planned before a `clear()` (decoded, so the VAE's causal caches stay in step, but not converted or sent).
+A worker gets the pool's one `WorkerConfig`, its rank and the rendezvous port; it sends the orchestrator the
+typed messages of `tpp.messages` on its own pipe. The first DiT worker reads `BlockRequest`s: it skips a
+request planned before the current epoch, and an idle request when a request with speech is queued behind
+it (so speech waits for no idle block that has not started), reporting each as `Skipped`.
 
 Workers never outlive the orchestrator: a watchdog thread exits the process as soon as its parent is gone,
 SIGINT is ignored (the orchestrator owns Ctrl-C and tears the workers down), and the heartbeat the same
@@ -29,30 +26,47 @@ from typing import Any
 
 import numpy as np
 
-from avatar.liveavatar.tpp.layout import TPPLayout
+from liveavatar.avatar.liveavatar.blocks import skip_before_speech
+from liveavatar.avatar.liveavatar.memory import HeapTrimmer
+from liveavatar.avatar.liveavatar.tpp.layout import TPPLayout
+from liveavatar.avatar.liveavatar.tpp.messages import (BlockRequest, Failed, Frames, Progress, Ready, Skipped, Stale,
+                                                       WorkerStats)
 
 HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
-class WorkerSpec:
-    """Everything one worker process needs, picklable (the spawn start method sends it to the child)."""
+class WorkerConfig:
+    """How to start and run the workers of one TPP stream (timeouts in seconds); picklable, sent to every worker."""
 
-    rank: int
     layout: TPPLayout
-    store_port: int
-    backend: str  # "gloo" or "nccl"
-    device: str
-    threads: int
-    options: Any  # avatar.liveavatar.backend.Options
+    options: Any  # avatar.liveavatar.options.Options
     portrait: np.ndarray
     prompt: str
     seed: int
     out_size: tuple[int, int]  # (width, height) of the output frames
+    master_port: int | None = None
+    device: str = "cpu"
+    threads: int = 1
+    start_timeout_s: float = 300.0
+    heartbeat_timeout_s: float = 3.0
+    heartbeat_interval_s: float = 0.2
+    kill_grace_s: float = 0.5
     parts_factory: Callable | None = None
     keep_latents: bool = False
-    connect_timeout_s: float = 300.0
-    heartbeat_interval_s: float = 0.2
+
+    @property
+    def backend(self) -> str:
+        """The torch.distributed backend: NCCL between GPUs, gloo on CPU."""
+        return "nccl" if self.device.startswith("cuda") else "gloo"
+
+    def device_of(self, rank: int) -> str:
+        """CPU stays CPU; "cuda" spreads the ranks over the visible GPUs (rank r -> cuda:r mod count)."""
+        if not self.device.startswith("cuda") or ":" in self.device:
+            return self.device
+        import torch
+
+        return f"cuda:{rank % max(1, torch.cuda.device_count())}"
 
 
 @dataclass
@@ -65,15 +79,15 @@ class WorkerChannels:
     epoch: Any  # shared int64: the orchestrator's current epoch (bumped by clear())
 
 
-def worker_main(spec: WorkerSpec, channels: WorkerChannels) -> None:
-    """Run one worker until the orchestrator closes its pipe or tears it down; report any failure."""
+def worker_main(config: WorkerConfig, rank: int, store_port: int, channels: WorkerChannels) -> None:
+    """Run worker `rank` until the orchestrator closes its pipe or tears it down; report any failure."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _start_watchdog(channels.heartbeats, spec.rank, spec.heartbeat_interval_s)
+    _start_watchdog(channels.heartbeats, rank, config.heartbeat_interval_s)
     try:
-        _Worker(spec, channels).run()
+        _Worker(config, rank, store_port, channels).run()
     except BaseException as exc:  # noqa: BLE001 - everything is reported, then the process ends
         try:
-            channels.status.send(("error", _describe(exc)))
+            channels.status.send(Failed(_describe(exc)))
         except Exception:  # noqa: BLE001 - the orchestrator may be gone already
             pass
         os._exit(1)
@@ -122,18 +136,21 @@ class _Clock:
         finally:
             self.totals[name] += time.perf_counter() - t0
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"blocks": self.blocks, "epoch": self.epoch, **{k: round(v, 6) for k, v in self.totals.items()}}
+    def snapshot(self) -> WorkerStats:
+        return WorkerStats(self.blocks, self.epoch, {k: round(v, 6) for k, v in self.totals.items()})
 
 
 class _Worker:
     """One rank's state and loop (see the module docstring for its messages)."""
 
-    def __init__(self, spec: WorkerSpec, channels: WorkerChannels) -> None:
-        self.spec, self.ch = spec, channels
-        self.layout = spec.layout
-        self.rank = spec.rank
+    def __init__(self, config: WorkerConfig, rank: int, store_port: int, channels: WorkerChannels) -> None:
+        self.config, self.ch = config, channels
+        self.layout = config.layout
+        self.rank = rank
+        self.store_port = store_port
         self.clock = _Clock()
+        self._requests: list[BlockRequest] = []  # the first DiT worker's requests not yet started
+        self.trimmer = HeapTrimmer()  # keeps the worker's RSS flat over an endless stream (see memory.py)
         self._pending = None  # (work, buffer) of the last send: waited on before the next one
         self._sink_send = None  # (work, tensor) of the root's sink broadcast, kept alive until exit
 
@@ -142,11 +159,11 @@ class _Worker:
         t0 = time.perf_counter()
         import torch
 
-        torch.set_num_threads(self.spec.threads)
+        torch.set_num_threads(self.config.threads)
         self.torch = torch
-        self.device = _usable_device(self.spec.device)
+        self.device = _usable_device(self.config.device_of(self.rank))
         self._setup()
-        self.ch.status.send(("ready", {"rank": self.rank, "pid": os.getpid(), "startup_s": round(time.perf_counter() - t0, 3)}))
+        self.ch.status.send(Ready(self.rank, os.getpid(), round(time.perf_counter() - t0, 3)))
         with torch.no_grad():
             if self.layout.is_dit(self.rank):
                 self._dit_loop()
@@ -154,13 +171,13 @@ class _Worker:
                 self._decode_loop()
 
     def _setup(self) -> None:
-        from avatar.liveavatar.stream import relative_dist_from_config
-        from avatar.liveavatar.tpp.stages import (BlockSource, Conditioning, DecodeStage, DiTStage, audio_token_specs,
+        from liveavatar.avatar.liveavatar.stream import relative_dist_from_config
+        from liveavatar.avatar.liveavatar.tpp.stages import (BlockSource, Conditioning, DecodeStage, DiTStage, audio_token_specs,
                                                   load_worker_parts, prepare_conditioning, silent_audio_tokens,
                                                   sink_refresh_block)
-        from avatar.liveavatar.tpp.wire import Comm, MessageLayout, TensorSpec
+        from liveavatar.avatar.liveavatar.tpp.wire import Comm, MessageLayout, TensorSpec
 
-        torch, spec, layout, rank = self.torch, self.spec, self.layout, self.rank
+        torch, config, layout, rank = self.torch, self.config, self.layout, self.rank
         self.root = layout.decode_rank
         needs = set()
         if layout.is_dit(rank):
@@ -169,30 +186,30 @@ class _Worker:
             needs.add("audio")
         if rank == self.root:
             needs |= {"vae", "text"}
-        parts = load_worker_parts(spec.options, frozenset(needs), str(self.device), spec.parts_factory)
+        parts = load_worker_parts(config.options, frozenset(needs), str(self.device), config.parts_factory)
         self.cfg = parts.stream
-        self.comm = Comm(HOST, spec.store_port, rank, layout.world_size, spec.backend, spec.connect_timeout_s)
-        mine = prepare_conditioning(parts, spec.portrait, spec.prompt).tensors() if rank == self.root else None
+        self.comm = Comm(HOST, self.store_port, rank, layout.world_size, config.backend, config.start_timeout_s)
+        mine = prepare_conditioning(parts, config.portrait, config.prompt).tensors() if rank == self.root else None
         cond = Conditioning(*self.comm.broadcast_tensors(mine, self.root, self.device))
         ref = cond.ref_latent
         self.latent_shape = (ref.shape[1], self.cfg.frames_per_block, ref.shape[-2], ref.shape[-1])
         self.final_msg = MessageLayout([TensorSpec(self.latent_shape, torch.float32)])
         self.refresh_at = sink_refresh_block(self.cfg)
         if layout.is_dit(rank):
-            stream_cfg = replace(self.cfg, fixed_relative_dist=spec.options.relative_dist)
-            distances = relative_dist_from_config(stream_cfg, spec.seed)
+            stream_cfg = replace(self.cfg, fixed_relative_dist=config.options.relative_dist)
+            distances = relative_dist_from_config(stream_cfg, config.seed)
             self.stage = DiTStage(parts.dit, self.cfg, layout.steps_of(rank), cond, distances)
             silence = silent_audio_tokens(parts.dit, self.cfg)
             self.block_msg = MessageLayout([TensorSpec(self.latent_shape, torch.float32),
                                             *(TensorSpec(s, d) for s, d in audio_token_specs(silence))])
             self.stage.warm_up(silence, self.latent_shape)
         if rank == 0:
-            self.source = BlockSource(parts.dit, parts.audio, self.cfg, spec.seed, self.latent_shape)
+            self.source = BlockSource(parts.dit, parts.audio, self.cfg, config.seed, self.latent_shape)
             self.source.warm_up()
             self.plans: queue.Queue = queue.Queue()
             threading.Thread(target=_read_plans, args=(self.ch.plans, self.plans), name="tpp-plans", daemon=True).start()
         if rank == self.root:
-            self.decoder = DecodeStage(parts.vae, cond.motion_latents, spec.out_size)
+            self.decoder = DecodeStage(parts.vae, cond.motion_latents, config.out_size)
         self._sink_recv = None
         if self.refresh_at is not None and layout.is_dit(rank) and rank != self.root:
             # posted now, completed by the root once block 0 is clean: no pipeline bubble at the swap
@@ -202,30 +219,24 @@ class _Worker:
 
     # ---- loops -----------------------------------------------------------------------------------
     def _dit_loop(self) -> None:
-        from avatar.liveavatar.dit import AudioTokens
-        from avatar.liveavatar.tpp.wire import KIND_BLOCK
+        from liveavatar.avatar.liveavatar.dit import AudioTokens
+        from liveavatar.avatar.liveavatar.tpp.wire import KIND_BLOCK, BlockHeader
 
         layout, rank, clock, stage = self.layout, self.rank, self.clock, self.stage
         inbuf = self.block_msg.empty(self.device) if rank > 0 else None
         while True:
             if rank == 0:
-                with clock.timed("wait_in_s"):
-                    request = self.plans.get()
+                request = self._next_request()
                 if request is None:  # the orchestrator closed the pipe
                     return
-                seq, epoch, pcm16k = request
-                clock.epoch = self.ch.epoch.value
-                if epoch != clock.epoch:  # planned before a clear(), not started: never enters the pipeline
-                    self.ch.status.send(("skipped", seq))
-                    continue
                 with clock.timed("features_s"):
-                    tokens = self.source.tokens(pcm16k)
+                    tokens = self.source.tokens(request.pcm16k)
                     x = self.source.noise_of(stage.block_index, self.device)
-                header = [KIND_BLOCK, seq, epoch, stage.block_index]
+                header = BlockHeader(KIND_BLOCK, request.seq, request.epoch, stage.block_index)
             else:
                 with clock.timed("wait_in_s"):
                     self.comm.recv(inbuf, rank - 1)
-                header, (x, glob, local) = self.block_msg.unpack(inbuf)
+                header, (x, glob, local) = self.block_msg.unpack_block(inbuf)
                 tokens = AudioTokens(glob, local)
                 clock.epoch = self.ch.epoch.value
             if stage.needs_sink:
@@ -244,7 +255,8 @@ class _Worker:
             if rank == self.root:
                 self._decode_and_report(header, x)
             else:
-                self.ch.status.send(("stats", clock.snapshot()))
+                self.ch.status.send(Progress(clock.snapshot()))
+            self.trimmer.block_done()
 
     def _decode_loop(self) -> None:
         clock = self.clock
@@ -252,27 +264,52 @@ class _Worker:
         while True:
             with clock.timed("wait_in_s"):
                 self.comm.recv(inbuf, self.layout.last_dit_rank)
-            header, (x,) = self.final_msg.unpack(inbuf)
-            if header[3] == 0 and self.refresh_at is not None:
+            header, (x,) = self.final_msg.unpack_block(inbuf)
+            if header.block == 0 and self.refresh_at is not None:
                 self._publish_sink(x)
             clock.blocks += 1
             self._decode_and_report(header, x)
+            self.trimmer.block_done()
 
     # ---- helpers ---------------------------------------------------------------------------------
-    def _decode_and_report(self, header: list[int], x) -> None:
-        _, seq, epoch = header[:3]
+    def _next_request(self) -> BlockRequest | None:
+        """The first DiT worker's next request to start; reports the ones it skips (None: the pipe closed)."""
+        clock = self.clock
+        while True:
+            if not self._requests:
+                with clock.timed("wait_in_s"):
+                    request = self.plans.get()
+                if request is None:
+                    return None
+                self._requests.append(request)
+            while True:  # what else has arrived: an idle request gives way to speech queued behind it
+                try:
+                    request = self.plans.get_nowait()
+                except queue.Empty:
+                    break
+                if request is None:
+                    return None
+                self._requests.append(request)
+            clock.epoch = self.ch.epoch.value
+            request, skipped = skip_before_speech(self._requests, clock.epoch)
+            for stale in skipped:
+                self.ch.status.send(Skipped(stale.seq))
+            if request is not None:
+                return request
+
+    def _decode_and_report(self, header, x) -> None:
         clock = self.clock
         with clock.timed("decode_s"):
             video = self.decoder.decode(x)
         clock.epoch = self.ch.epoch.value
-        if epoch != clock.epoch:
-            self.ch.status.send(("stale", seq, clock.snapshot()))
+        if header.epoch != clock.epoch:
+            self.ch.status.send(Stale(header.seq, clock.snapshot()))
             return
         with clock.timed("frames_s"):
             images = self.decoder.frames(video)
-        latent = x.cpu() if self.spec.keep_latents else None
+        latent = x.cpu() if self.config.keep_latents else None
         with clock.timed("report_s"):
-            self.ch.status.send(("frames", seq, images, latent, clock.snapshot()))
+            self.ch.status.send(Frames(header.seq, images, latent, clock.snapshot()))
 
     def _publish_sink(self, x) -> None:
         """Root: the first latent frame of clean block 0 becomes the sink; broadcast it (asynchronously)."""

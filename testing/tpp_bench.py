@@ -1,6 +1,6 @@
 """TPP benchmark: measured throughput and time-to-first-frame for 1 vs 2 DiT workers, next to the schedule model.
 
-    python -m avatar.liveavatar.tpp.bench [--blocks 8] [--windows 3] [--workers 1,2] [--scenarios tiny,deep]
+    python -m liveavatar.testing.tpp_bench [--blocks 8] [--windows 3] [--workers 1,2] [--scenarios tiny,deep]
                                           [--decode-worker both|on|off] [--deep-layers 40]
 
 One JSON object per line, all measured in this one run:
@@ -13,9 +13,13 @@ One JSON object per line, all measured in this one run:
   TTFF (first block through the idle pipeline, workers already started), start-up time, where each
   worker's time went, and the model's prediction for the same layout on this machine's cores;
 - tpp_speedup: frames/s with 2 DiT workers over 1, measured and predicted (goal 1.7);
+- tpp_onset (tiny scenario, per layout): speech onset while the avatar idles -> the first frame carrying that
+  speech at a sink pulling 25 frames/s (testing/onset.py), measured, next to the onset model's prediction;
 - tpp_model_error: how far the measured frames/s and TTFF were from the model's predictions;
 - tpp_reference_layout: the model's prediction for the reference's 4 DiT + 1 VAE GPUs at the per-forward
-  cost that 20 and 45 FPS imply, for several decode costs.
+  cost that 20 and 45 FPS imply, for several decode costs;
+- tpp_reference_onset: the onset model's prediction for that layout at 45 and 20 FPS per-step cost, with the
+  planning before issue 15 ("queued": speech behind every planned block) and now ("preempt"); goal <= 1.0 s.
 
 Scenarios (both TEST CONFIGS with random weights; only their speed means something):
 - tiny: the shipped tiny config (3 layers). Its VAE decode costs more than all 4 DiT steps, so it is
@@ -54,8 +58,8 @@ def build_deep_tiny_parts(layers: int = 40, seed: int = 0, context_s: float = 2.
     """TEST CONFIG: the tiny parts with a `layers`-deep DiT (random weights; real depth, tiny width)."""
     import torch
 
-    from avatar.liveavatar.dit import CausalS2VDiT
-    from avatar.liveavatar.tiny import TINY_DIT, build_tiny_parts
+    from liveavatar.avatar.liveavatar.dit import CausalS2VDiT
+    from liveavatar.avatar.liveavatar.tiny import TINY_DIT, build_tiny_parts
 
     parts = build_tiny_parts(seed=seed, context_s=context_s)
     inject = REFERENCE_INJECT_LAYERS if layers == 40 else tuple(range(0, layers, 4))
@@ -67,7 +71,7 @@ def build_deep_tiny_parts(layers: int = 40, seed: int = 0, context_s: float = 2.
 
 def _factory(scenario: str, layers: int, context_s: float):
     if scenario == "tiny":
-        from avatar.liveavatar.tiny import build_tiny_parts
+        from liveavatar.avatar.liveavatar.tiny import build_tiny_parts
 
         return partial(build_tiny_parts, seed=0, context_s=context_s)
     return partial(build_deep_tiny_parts, layers=layers, seed=0, context_s=context_s)
@@ -94,10 +98,10 @@ def calibrate(factory, out_size: tuple[int, int], blocks: int = 6, warm: int = 2
     """Median seconds per block of each stage's work in this process (one thread), the block message size, the label."""
     import torch
 
-    from avatar.liveavatar.stream import fixed_relative_dist
-    from avatar.liveavatar.tpp.stages import (BlockSource, DecodeStage, DiTStage, WorkerParts, audio_token_specs,
+    from liveavatar.avatar.liveavatar.stream import fixed_relative_dist
+    from liveavatar.avatar.liveavatar.tpp.stages import (BlockSource, DecodeStage, DiTStage, WorkerParts, audio_token_specs,
                                               prepare_conditioning, silent_audio_tokens)
-    from avatar.liveavatar.tpp.wire import MessageLayout, TensorSpec
+    from liveavatar.avatar.liveavatar.tpp.wire import MessageLayout, TensorSpec
 
     parts = factory()
     wp = WorkerParts(parts.stream, parts.pixel_size, parts.dit, parts.vae, parts.audio, parts.text)
@@ -134,7 +138,7 @@ def calibrate(factory, out_size: tuple[int, int], blocks: int = 6, warm: int = 2
 def _pingpong(rank: int, port: int, nbytes: int, rounds: int, report) -> None:
     import torch
 
-    from avatar.liveavatar.tpp.wire import Comm
+    from liveavatar.avatar.liveavatar.tpp.wire import Comm
 
     torch.set_num_threads(1)
     comm = Comm("127.0.0.1", port, rank, 2, "gloo", 60.0)
@@ -180,25 +184,27 @@ def measure_transfer(nbytes: int, rounds: int = 100) -> float:
 
 # ---- measured runs --------------------------------------------------------------------------------
 async def _run_once(factory, dit_workers: int, decode_worker: bool, blocks: int, warm: int, threads: int,
-                    windows: int) -> dict:
+                    windows: int, onset_trials: int = 0) -> dict:
     import torch
 
-    from avatar.liveavatar.backend import LiveAvatarGenerator, Options
-    from avatar.liveavatar.tpp.generator import TPPGenerator
-    from avatar.registry import AvatarSetup
-    from media import AudioChunk
+    from liveavatar.avatar.liveavatar.backend import LiveAvatarGenerator, Options
+    from liveavatar.avatar.liveavatar.inprocess import InProcessRunner
+    from liveavatar.avatar.liveavatar.tpp.runner import WorkerPoolRunner
+    from liveavatar.avatar.registry import AvatarSetup
+    from liveavatar.media import AudioChunk
+    from liveavatar.testing.onset import measure_onset
 
     setup = AvatarSetup(portrait=_portrait(), portrait_path=None, size=(64, 64), audio_rate=RATE, underrun="silence", seed=0)  # type: ignore[arg-type]
     options = Options(dit_workers=dit_workers, decode_worker=decode_worker, worker_threads=threads)
-    startup = None
     if dit_workers:
-        gen = TPPGenerator(options, setup, parts_factory=factory)
-        await gen.wait_ready()
-        startup = gen.startup_s
+        runner = WorkerPoolRunner(options, setup, parts_factory=factory)
     else:
         torch.set_num_threads(threads)
-        gen = LiveAvatarGenerator(options, setup, parts=factory())
-        gen._pipeline = await asyncio.to_thread(gen._build_pipeline)
+        runner = InProcessRunner(options, setup, parts=factory())
+    gen = LiveAvatarGenerator(options, setup, runner=runner)
+    await gen.wait_ready()
+    startup = runner.startup_s if dit_workers else None
+    onset = None
     speech = np.random.default_rng(2).uniform(-0.3, 0.3, int((warm + windows * blocks + 8) * 0.48 * RATE)).astype(np.float32)
     gen.push(AudioChunk(speech, RATE), generation=1)
     stream = gen.frames()
@@ -210,19 +216,22 @@ async def _run_once(factory, dit_workers: int, decode_worker: bool, blocks: int,
             await anext(stream)
         fps, splits = [], []
         for _ in range(windows):  # the machine is shared: the least disturbed window shows what the layout can do
-            stats0 = gen.worker_stats() if dit_workers else {}
+            stats0 = runner.worker_stats() if dit_workers else {}
             t1 = time.perf_counter()
             for _ in range(12 * blocks):
                 await anext(stream)
             fps.append(12 * blocks / (time.perf_counter() - t1))
-            splits.append(_stage_split(stats0, gen.worker_stats() if dit_workers else {}, gen))
+            splits.append(_stage_split(stats0, runner.worker_stats() if dit_workers else {}, runner))
+        if onset_trials:
+            gen.clear()  # idle from here: each trial's speech starts while the avatar listens
+            onset = await measure_onset(gen, stream, trials=onset_trials)
     finally:
         await gen.aclose()
     best = max(range(windows), key=fps.__getitem__)
-    return {"fps": fps[best], "fps_windows": fps, "ttff_s": ttff, "startup_s": startup, "stages": splits[best]}
+    return {"fps": fps[best], "fps_windows": fps, "ttff_s": ttff, "startup_s": startup, "stages": splits[best], "onset": onset}
 
 
-def _stage_split(before: dict, after: dict, gen) -> dict:
+def _stage_split(before: dict, after: dict, runner) -> dict:
     """Seconds per block each worker spent per activity during the measured window."""
     out = {}
     for rank, end in sorted(after.items()):
@@ -230,18 +239,19 @@ def _stage_split(before: dict, after: dict, gen) -> dict:
         n = end.get("blocks", 0) - start.get("blocks", 0)
         if n <= 0:
             continue
-        name = gen.layout.name(rank)
+        name = runner.layout.name(rank)
         out[name] = {k: round((v - start.get(k, 0.0)) / n, 5) for k, v in end.items() if k not in ("blocks", "epoch")}
     return out
 
 
 # ---- main -----------------------------------------------------------------------------------------
 def run(out: IO[str], blocks: int, warm: int, workers: list[int], scenarios: list[str], decode: str,
-        layers: int, threads: int, context_s: float, windows: int = 3) -> None:
+        layers: int, threads: int, context_s: float, windows: int = 3, onset_trials: int = 5) -> None:
     """Run every scenario and layout, printing JSON lines to `out`."""
     import torch
 
-    from avatar.liveavatar.tpp.schedule_model import StageCosts, predict, reference_layout
+    from liveavatar.avatar.liveavatar.tpp.onset_model import predict_onset
+    from liveavatar.avatar.liveavatar.tpp.schedule_model import StageCosts, forward_cost_for_fps, predict, reference_layout
 
     torch.set_num_threads(threads)
     cores = _cores()
@@ -261,7 +271,8 @@ def run(out: IO[str], blocks: int, warm: int, workers: list[int], scenarios: lis
         measured: dict[tuple[int, bool], dict] = {}
         for dec in layouts:
             for d in [0, *workers] if dec is False else workers:
-                result = asyncio.run(_run_once(factory, d, dec, blocks, warm, threads, windows))
+                trials = onset_trials if scenario == "tiny" else 0
+                result = asyncio.run(_run_once(factory, d, dec, blocks, warm, threads, windows, trials))
                 pred = predict(costs, d, dec, cores=cores)
                 measured[(d, dec)] = {**result, "predicted": pred}
                 errors["fps"].append(result["fps"] / pred.fps - 1)
@@ -275,6 +286,13 @@ def run(out: IO[str], blocks: int, warm: int, workers: list[int], scenarios: lis
                       predicted_fps=round(pred.fps, 3), predicted_ttff_s=round(pred.ttff_s, 4),
                       fps_vs_model=round(result["fps"] / pred.fps, 3), bottleneck=pred.bottleneck,
                       stage_work_s=pred.as_dict()["stage_work_s"], seconds_per_block=result["stages"])
+                if result["onset"] is not None:
+                    onset = result["onset"].summary()
+                    model = predict_onset(costs, d, dec, policy="preempt", cores=cores)
+                    _emit(out, "tpp_onset", onset["median_s"], "s speech onset -> first frame (median)", scenario=scenario,
+                          dit_workers=d, decode_worker=dec if d else None, **onset,
+                          predicted_mean_s=round(model.mean_s, 4), predicted_max_s=round(model.max_s, 4),
+                          sink="pulls 25 frames/s", policy="preempt")
             if 1 in workers and 2 in workers:
                 one, two = measured[(1, dec)], measured[(2, dec)]
                 _emit(out, "tpp_speedup", two["fps"] / one["fps"], "x (best windows)", scenario=scenario,
@@ -296,11 +314,22 @@ def run(out: IO[str], blocks: int, warm: int, workers: list[int], scenarios: lis
                   decode_s=decode_s, decode_basis=basis, predicted_ttff_s=round(pred.ttff_s, 3),
                   bottleneck=pred.bottleneck, layout="4 DiT GPUs (one step each) + 1 VAE GPU",
                   assumed="transfer and features folded into decode_s (NVLink hops of ~0.8 MB)")
+    decode_s, basis = REFERENCE_DECODE_S[0]
+    for fps in (45.0, 20.0):
+        costs = StageCosts(forward_cost_for_fps(fps), decode_s=decode_s)
+        for policy in ("queued", "preempt"):
+            pred = predict_onset(costs, 4, True, policy=policy)
+            _emit(out, "tpp_reference_onset", pred.mean_s, "s speech onset -> first frame (mean)", claim_fps=fps,
+                  forward_s=round(costs.forward_s, 4), decode_s=decode_s, decode_basis=basis, policy=policy,
+                  **{k: v for k, v in pred.as_dict().items() if k not in ("policy", "dit_workers", "decode_worker")},
+                  goal_s=1.0, met=pred.max_s <= 1.0, floor_s=round(4 * costs.forward_s + decode_s, 4),
+                  layout="4 DiT GPUs (one step each) + 1 VAE GPU",
+                  note="floor = 4 sequential forwards + the decode of the speech block: no planning goes below it")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the TPP benchmark; prints JSON lines to stdout."""
-    parser = argparse.ArgumentParser(prog="python -m avatar.liveavatar.tpp.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m liveavatar.testing.tpp_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--blocks", type=int, default=8, help="steady-state blocks per timed window (default 8)")
     parser.add_argument("--windows", type=int, default=3, help="timed windows per run; the best is reported (default 3)")
     parser.add_argument("--warm", type=int, default=4, help="blocks streamed before timing (default 4)")
@@ -311,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deep-layers", type=int, default=40, help="DiT depth of the deep scenario (default 40)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--audio-context", type=float, default=2.0, help="wav2vec2 past audio in seconds (default 2)")
+    parser.add_argument("--onset-trials", type=int, default=5, help="speech onsets timed per tiny layout; 0 skips (default 5)")
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",") if w]
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -318,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unknown scenario(s) {bad}; expected tiny, deep")
     run(sys.stdout, args.blocks, args.warm, workers, scenarios, args.decode_worker, args.deep_layers, args.threads,
-        args.audio_context, args.windows)
+        args.audio_context, args.windows, args.onset_trials)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Benchmark of `omni_server`'s client-side overhead: first audio byte received → first speech chunk handed on.
 
-`python -m dialogue.omni_bench` starts the vLLM-Omni-compatible local server in a child process
+`python -m liveavatar.testing.omni_bench` starts the vLLM-Omni-compatible local server in a child process
 (synthetic speech, pcm16 chunks; a separate process like the real server, so it does not share our
 GIL), streams replies through `omni_server` and prints one JSON object per line:
 
@@ -31,10 +31,10 @@ from typing import IO
 
 import numpy as np
 
-from dialogue.base import UserTurn
-from dialogue.omni.local_server import SERVED_MODEL, OmniWireServer, synthetic_source, with_behaviour
-from dialogue.omni_server import OmniServerBackend, Options
-from media import AudioChunk
+from liveavatar.dialogue.base import UserTurn
+from liveavatar.testing.omni_standin import SERVED_MODEL, OmniWireServer, synthetic_source, with_behaviour
+from liveavatar.dialogue.omni_server import OmniServerBackend, Options
+from liveavatar.media import AudioChunk
 
 GOAL_MS = 30.0  # issue 4: first audio byte → first avatar frame with that audio, portrait avatar
 
@@ -124,7 +124,7 @@ async def _consume(backend: OmniServerBackend, first_audio: asyncio.Event) -> No
 def local_server_process(seconds: float, chunk_s: float) -> Iterator[str]:
     """Run dialogue.omni.local_server in a child process; yields its base URL; stops it on exit."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "dialogue.omni.local_server", "--seconds", str(seconds), "--chunk-s", str(chunk_s)],
+        [sys.executable, "-m", "liveavatar.testing.omni_standin", "--seconds", str(seconds), "--chunk-s", str(chunk_s)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -189,7 +189,7 @@ def run_bench(
 
 def main(argv: list[str] | None = None) -> None:
     """Print the figures as JSON lines (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m dialogue.omni_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m liveavatar.testing.omni_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="replies to time (default 20)")
     parser.add_argument("--chunk-s", type=float, default=2.0,
                         help="speech per audio chunk from the local server, seconds (default 2.0: vLLM-Omni's 25 frames)")

@@ -32,10 +32,10 @@ def _one_core() -> int:
 
 def bench_portrait(out: IO[str], frames: int = 500) -> None:
     """Portrait avatar frames/s at 512×512 on one core: the rig alone, and the whole generator."""
-    from agent.agents import build_agent
-    from agent.config import load_persona
-    from avatar.portrait.rig import FacePose
-    from dialogue.speech.piper_tts import PiperTTS
+    from liveavatar.agent.agents import build_agent
+    from liveavatar.agent.config import load_persona
+    from liveavatar.avatar.portrait.rig import FacePose
+    from liveavatar.dialogue.speech.piper_tts import PiperTTS
 
     core = _one_core()
     persona = load_persona(EXAMPLES / "nova.yaml")
@@ -74,21 +74,21 @@ def bench_portrait(out: IO[str], frames: int = 500) -> None:
 
 def bench_duet(out: IO[str]) -> None:
     """Whole example duet (TTS, two avatars, composition, H.264 + AAC) as a multiple of real time."""
-    from agent.config import load_duet
-    from agent.render import render_duet
+    from liveavatar.agent.config import load_duet
+    from liveavatar.agent.render import render_duet
 
     duet = load_duet(EXAMPLES / "duet.yaml")
     with tempfile.TemporaryDirectory() as tmp:
-        stats = asyncio.run(render_duet(duet, Path(tmp) / "duet.mp4"))
-    _emit(out, "duet_render_realtime_factor", stats.realtime_factor, "x real time", video_s=round(stats.result.seconds, 2),
-          wall_s=round(stats.wall_seconds, 2), turns=len(stats.result.turns), cores=len(os.sched_getaffinity(0)))  # fmt: skip
+        result = asyncio.run(render_duet(duet.plan, duet.personas, Path(tmp) / "duet.mp4"))
+    _emit(out, "duet_render_realtime_factor", result.realtime_factor, "x real time", video_s=round(result.seconds, 2),
+          wall_s=round(result.wall_seconds, 2), turns=len(result.turns), cores=len(os.sched_getaffinity(0)))  # fmt: skip
 
 
 def bench_omni(out: IO[str]) -> None:
     """vLLM-Omni client overhead up to the first portrait-avatar frame that carries the first speech chunk."""
-    from agent.agents import build_agent
-    from agent.config import load_persona
-    from dialogue.omni_bench import run_bench
+    from liveavatar.agent.agents import build_agent
+    from liveavatar.agent.config import load_persona
+    from liveavatar.testing.omni_bench import run_bench
 
     agent = build_agent(load_persona(EXAMPLES / "nova.yaml"), (512, 512), 25.0, 24000, underrun="silence")
     state: dict = {"generation": 0, "seen": {}, "consumer": None}
@@ -115,16 +115,32 @@ def bench_omni(out: IO[str]) -> None:
 BENCHMARKS = {
     "duet": "the example duet rendered to MP4, as a multiple of real time",
     "latency": "median response and barge-in latency over spoken turns (embedded cascade + portrait avatar)",
+    "eot": "end of turn: response latency and false cut-offs over 36 utterances (questions, statements, hesitations), model on vs off",
+    "eot-load": "the same with one core kept busy by another process",
+    "eot-sweep": "end-of-turn settings on a simulated clock (real VAD and model): turn-end delay and cut-offs per setting",
     "soak": "30 minutes of the live loop at 8x speed: RSS slope and A/V drift",
     "omni": "vLLM-Omni client overhead: first audio byte -> first avatar frame with that audio",
-    "liveavatar": "LiveAvatar tiny config: blocks/s, time per part, RSS after 100 vs 2000 blocks",
+    "omni-real": "the real vLLM-Omni (tiny model, CPU): chat completions vs realtime, speech end -> first voiced frame",
+    "liveavatar": "LiveAvatar tiny config: blocks/s, time per part, RSS after 100 vs 2000 blocks, speech onset -> first frame",
+    "liveavatar-soak": "LiveAvatar tiny config for 10,000 s of stream (20,834 blocks): RSS along the way, output health at the end",
     "tpp": "LiveAvatar TPP: frames/s and time-to-first-frame with 1 vs 2 DiT workers, next to the schedule model",
+    "gpu": "LiveAvatar at its real size on one GPU: DiT step, VAE, wav2vec2, umT5, errors vs CPU, predicted layouts",
+    "serve": "one server, many pages in Chromium: sessions held at real time (scripted, cascade), per-session CPU, memory and "
+             "response latency, bytes/s and frame delay over WebRTC vs the websocket (about 15 minutes)",
     "portrait": "portrait avatar frames/s at 512x512 on one core (pins the process: runs last)",
 }
 
 
-def run_benchmarks(which: list[str], frames: int, out: IO[str]) -> None:
-    """Run the named benchmarks in a fixed order (the portrait one pins the process to one core, so it is last)."""
+def run_benchmarks(which: list[str], frames: int, out: IO[str], gpu_argv: list[str] | None = None,
+                   soak_blocks: int | None = None) -> int:
+    """Run the named benchmarks in a fixed order (the portrait one pins the process to one core, so it is last).
+
+    `soak_blocks` shortens `liveavatar-soak` (default: the full 20,834 blocks); a shorter soak starts its stream's
+    clock later so that it ends at the full soak's RoPE positions, past the reference's table.
+
+    Returns 0, or 1 when a benchmark reported a failed part (`gpu` does).
+    """
+    status = 0
     unknown = set(which) - set(BENCHMARKS)
     if unknown:
         raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; expected: {', '.join(BENCHMARKS)}")
@@ -134,22 +150,50 @@ def run_benchmarks(which: list[str], frames: int, out: IO[str]) -> None:
         if name == "duet":
             bench_duet(out)
         elif name == "latency":
-            from agent.bench_live import bench_latency
+            from liveavatar.testing.bench_live import bench_latency
 
             bench_latency(out)
+        elif name in ("eot", "eot-load"):
+            from liveavatar.testing.eot_bench import bench_eot
+
+            bench_eot(out, load=name == "eot-load")
+        elif name == "eot-sweep":
+            from liveavatar.testing.eot_bench import bench_eot_sweep
+
+            bench_eot_sweep(out)
         elif name == "soak":
-            from agent.bench_live import bench_soak
+            from liveavatar.testing.bench_live import bench_soak
 
             bench_soak(out)
         elif name == "omni":
             bench_omni(out)
+        elif name == "omni-real":
+            from liveavatar.testing.omni_real_bench import run_bench as omni_real_bench
+
+            omni_real_bench(out)
         elif name == "liveavatar":
-            from avatar.liveavatar.bench import main as liveavatar_bench
+            from liveavatar.testing.liveavatar_bench import main as liveavatar_bench
 
             liveavatar_bench([])
+        elif name == "liveavatar-soak":
+            from liveavatar.testing.liveavatar_bench import SOAK_BLOCKS
+            from liveavatar.testing.liveavatar_bench import main as liveavatar_bench
+
+            blocks = soak_blocks or SOAK_BLOCKS
+            liveavatar_bench(["--soak-blocks", str(blocks), "--soak-start-block", str(max(0, SOAK_BLOCKS - blocks)),
+                              "--soak-warmup", str(min(1000, blocks // 5)), "--soak-every", str(max(1, min(500, blocks // 20)))])
         elif name == "tpp":
-            from avatar.liveavatar.tpp.bench import main as tpp_bench
+            from liveavatar.testing.tpp_bench import main as tpp_bench
 
             tpp_bench([])
+        elif name == "gpu":
+            from liveavatar.testing.gpu_bench import main as gpu_bench
+
+            status = max(status, gpu_bench(gpu_argv or []))
+        elif name == "serve":
+            from liveavatar.testing.serve_bench import bench_serve
+
+            bench_serve(out)
         elif name == "portrait":
             bench_portrait(out, frames)
+    return status

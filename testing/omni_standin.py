@@ -3,9 +3,10 @@
 `OmniWireServer(source)` serves `POST /v1/chat/completions` (and `GET /v1/models`) from a background
 thread with its own event loop. What is said comes from a `ReplySource` (text deltas and float32
 speech arrays); how it goes on the wire, and which fault is injected, from `server.behaviour`:
-vLLM-Omni chunks (`modality` + base64 `delta.content`, raw PCM16 or a WAV file per chunk by the
-request's `audio.format`, `audio_metadata.sample_rate_hz`, optional empty chunks, `finish_reason` on
-one closing chunk only, an optional usage-only chunk, `[DONE]`) or DashScope chunks (`delta.audio.data`
+vLLM-Omni chunks as the real 0.30 server sends them (an opening role chunk, `modality` + base64
+`delta.content`, `token_ids`/`metrics` on text chunks, `usage` and `audio_metadata` on every audio chunk,
+raw PCM16 or a WAV file per chunk by the request's `audio.format`, optional empty chunks, one
+`finish_reason` on the last chunk, an optional usage-only chunk, `[DONE]`) or DashScope chunks (`delta.audio.data`
 and `delta.audio.transcript`); faults: an HTTP status with vLLM's JSON error body, a malformed event,
 an error event, a connection cut mid-stream, a stall, a missing `[DONE]`, delayed headers.
 
@@ -28,8 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dialogue.wav import encode_wav
-from media import to_int16
+from liveavatar.dialogue.wav import encode_wav
+from liveavatar.media import to_int16
 
 SERVED_MODEL = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
 SPEAKERS = ("chelsie", "ethan", "aiden")  # Qwen3-Omni's talker_config.speaker_id keys
@@ -288,49 +289,78 @@ async def _events(
 ) -> AsyncIterator[str]:
     """The reply as SSE `data` payloads in the behaviour's dialect, each sent as soon as its part exists.
 
-    The one `finish_reason` goes on a closing chunk with empty content, of the last part's modality.
+    vLLM-Omni's stream, as the real 0.30 server sends it (../shared/docs/qwen3-omni-serving.md §4): an opening chunk
+    (role, empty content, `prompt_token_ids`/`prompt_text` null); text chunks with `token_ids` and an empty
+    `metrics`; audio chunks that repeat the role and carry `usage` and `audio_metadata`; exactly one
+    `finish_reason`, on the last chunk of the reply: an empty audio chunk when it spoke (each audio chunk
+    goes out the moment it exists, so the last one cannot know it is last), an empty text chunk otherwise.
+    A usage-only chunk follows only when asked for.
     """
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
     speak = behaviour.speak and "audio" in (payload.get("modalities") or ["text", "audio"])
     encoding = AUDIO_FORMATS.get((payload.get("audio") or {}).get("format", "wav"), "wav")
     include_usage = behaviour.usage_chunk or bool((payload.get("stream_options") or {}).get("include_usage"))
     dashscope = behaviour.dialect == "dashscope"
+    usage = {"prompt_tokens": prompt_token_estimate(payload), "total_tokens": prompt_token_estimate(payload), "completion_tokens": 0}
 
-    def chunk(delta: dict[str, Any], modality: str | None, **choice_extra: Any) -> str:
+    def chunk(delta: dict[str, Any], modality: str | None, top: dict[str, Any] | None = None, **choice_extra: Any) -> dict[str, Any]:
         out = dict(base)
-        if modality is not None and not dashscope:
-            out["modality"] = modality
         out["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None, **choice_extra}]
-        return json.dumps(out)
+        if not dashscope:
+            out.update(top or {})
+            if modality is not None:
+                out["modality"] = modality
+        return out
 
-    last_modality = "text"
+    def audio_chunk(raw: bytes, rate: int, frames: int) -> dict[str, Any]:
+        content = base64.b64encode(raw).decode("ascii")
+        return chunk({"role": "assistant", "content": content}, "audio", {"usage": usage, "metrics": None},
+                     stop_reason=None, token_ids=None, audio_metadata=_metadata(encoding, rate, frames))
+
+    spoke_at: int | None = None  # the rate of the reply's speech, once it spoke
     if not dashscope:
-        yield chunk({"role": "assistant", "content": ""}, "text")
+        yield json.dumps(chunk({"role": "assistant", "content": ""}, "text", {"prompt_token_ids": None, "prompt_text": None}))
     async for part in parts:
         if isinstance(part, str):
-            last_modality = "text"
-            yield chunk({"audio": {"transcript": part}} if dashscope else {"content": part}, "text")
+            if dashscope:
+                yield json.dumps(chunk({"audio": {"transcript": part}}, "text"))
+            else:
+                yield json.dumps(chunk({"content": part}, "text", {"metrics": {}}, token_ids=None))
             continue
         if not speak:
             continue
-        last_modality = "audio"
         if dashscope:  # DashScope sends raw PCM16 at 24 kHz whatever format was asked for
             data = base64.b64encode(to_int16(part.pcm).astype("<i2").tobytes()).decode("ascii")
-            yield chunk({"audio": {"data": data}}, "audio")
+            yield json.dumps(chunk({"audio": {"data": data}}, "audio"))
             continue
         if behaviour.empty_audio_chunks:
-            yield chunk({"role": "assistant", "content": ""}, "audio", audio_metadata=_metadata(encoding, part.rate, 0))
+            yield json.dumps(audio_chunk(b"", part.rate, 0))
         raw = encode_wav(part.pcm, part.rate) if encoding == "wav" else to_int16(part.pcm).astype("<i2").tobytes()
-        content = base64.b64encode(raw).decode("ascii")
-        yield chunk({"role": "assistant", "content": content}, "audio",
-                    audio_metadata=_metadata(encoding, part.rate, len(part.pcm)))
-    closing = json.loads(chunk({} if dashscope else {"content": ""}, last_modality))
+        yield json.dumps(audio_chunk(raw, part.rate, len(part.pcm)))
+        spoke_at = part.rate
+    if spoke_at is not None and not dashscope:
+        last = audio_chunk(b"", spoke_at, 0)
+    else:
+        last = chunk({} if dashscope else {"content": ""}, "text")
     if not behaviour.omit_finish:
-        closing["choices"][0]["finish_reason"] = "stop"
-    yield json.dumps(closing)
+        last["choices"][0]["finish_reason"] = "stop"
+    yield json.dumps(last)
     if include_usage:
-        usage = {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
-        yield json.dumps({**base, "choices": [], "usage": usage})
+        yield json.dumps({**base, "choices": [], "usage": {**usage, "completion_tokens": 7, "total_tokens": usage["prompt_tokens"] + 7}})
+
+
+def prompt_token_estimate(payload: dict[str, Any]) -> int:
+    """A stand-in for the server's prompt count: 4 per message, 1 per word, 13 per second of 16 kHz WAV audio."""
+    total = 0
+    for message in payload.get("messages") or []:
+        total += 4
+        content = message.get("content")
+        for part in [{"type": "text", "text": content}] if isinstance(content, str) else content or []:
+            if part.get("type") == "text":
+                total += len(str(part.get("text", "")).split())
+            elif part.get("type") == "input_audio":
+                total += 13 * max(1, len(part.get("input_audio", {}).get("data", "")) * 3 // 4 // 32000)
+    return total
 
 
 def _metadata(encoding: str, rate: int, frames: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from avatar.liveavatar.cache import KVRing
+from liveavatar.avatar.liveavatar.cache import KVRing
 
 
 @dataclass(frozen=True)

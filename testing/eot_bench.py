@@ -1,0 +1,297 @@
+"""`liveavatar bench eot` (and `eot-load`): when does the avatar answer, and does it cut people off?
+
+36 fixed utterances (testing/eot_corpus.py: questions, statements, mid-sentence hesitations of 0.4–0.9 s)
+are spoken, one after another, into the live loop with the embedded cascade (Whisper tiny.en, SmolLM2,
+Piper) and the portrait avatar, once with the end-of-turn model on and once with it off, in the same
+process; every third reply is barged in on. Ground truth is the script: we know when each voice starts,
+pauses and ends. Measured per kind and overall:
+
+- response latency: the user's voice ends -> the first avatar frame carrying the answer's voice at the sink;
+- false cut-off: the turn ended while the utterance was still going on (inside a hesitation, or any pause);
+- barge-in latency: the interruption's voice starts -> the avatar's audio stopped at the sink.
+
+`eot-load` does the same with one core kept busy by another process (a laptop is never idle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from liveavatar.testing.bench_live import EXAMPLES, _emit, _wait_for
+from liveavatar.testing.eot_corpus import Utterance, corpus, interruptions, voice_span
+
+KINDS = ("question", "statement", "hesitation")
+BARGE_EVERY = 3  # barge in on every third reply (a later one when the reply is too short to interrupt)
+GAP_S = 0.8  # silence between the avatar's last word and the user's next utterance
+
+
+@dataclass
+class Heard:
+    """What happened to one utterance."""
+
+    kind: str
+    text: str
+    response_s: float | None = None
+    cut_off: bool = False  # a turn ended before the user's voice did
+    cause: str | None = None  # what ended the turn that the answer answered
+    vad_lag_s: float | None = None  # voice end -> the VAD's end of speech
+    turn_end_s: float | None = None  # the VAD's end of speech -> the turn ended
+    model_s: float | None = None  # the end-of-turn model's inference time on the final pause
+    asr_s: float | None = None
+    llm_first_text_s: float | None = None
+    tts_first_audio_s: float | None = None
+
+
+@dataclass
+class PassResult:
+    """One pass over the corpus (model on or off)."""
+
+    model: bool
+    heard: list[Heard] = field(default_factory=list)
+    barge_ins: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], model_on: bool, end_of_turn, out: IO[str], label: str) -> PassResult:  # noqa: ANN001
+    """Speak every utterance into a fresh live conversation with `agent`; barge in on every BARGE_EVERY-th reply."""
+    from liveavatar.agent.clock import Clock
+    from liveavatar.agent.conversation import Conversation
+    from liveavatar.agent.metrics import MetricsLog
+    from liveavatar.devices.recording import RecordingSink
+    from liveavatar.devices.sources import SpeechOnCue
+
+    options = agent.persona.turn_taking.model_copy(update={"end_of_turn_model": model_on})
+    clock = Clock()
+    source = SpeechOnCue(clock)
+    sink = RecordingSink(clock.now, keep=20000)
+    metrics = MetricsLog()
+    state = {"value": "listening"}
+    turn_ends: list[float] = []  # clock times at which a user turn ended ("thinking")
+
+    def on_event(event: dict) -> None:
+        if event["type"] == "state":
+            state["value"] = event["state"]
+            if event["state"] == "thinking":
+                turn_ends.append(clock.now())
+
+    conversation = Conversation(agent, source, [sink], clock, options=options, metrics=metrics, on_event=on_event,
+                                end_of_turn=end_of_turn if model_on else None)  # fmt: skip
+    runner = asyncio.create_task(conversation.run())
+    result = PassResult(model_on)
+    next_barge = BARGE_EVERY - 1
+    started = time.perf_counter()
+    try:
+        await asyncio.sleep(1.0)
+        for i, u in enumerate(utterances):
+            heard = Heard(u.kind, u.text)
+            begins = source.say(u.pcm)
+            voice_start, true_end = begins + u.voice_start, begins + u.voice_end
+            turns_before = len(metrics.turns)
+            await _wait_for(lambda: clock.now() >= true_end, 30.0)  # noqa: B023
+            spoken = {a.generation for a in sink.arrivals if a.generation is not None and a.rms > 0}  # answers to a cut-off fragment
+            answer = lambda: [a for a in sink.arrivals if a.t >= true_end and a.generation is not None and a.rms > 0 and a.generation not in spoken]  # noqa: E731, B023
+            await _wait_for(lambda: bool(answer()), 30.0)  # noqa: B023
+            generation = answer()[0].generation if answer() else None
+            heard.cut_off = any(voice_start < t < true_end for t in turn_ends)
+            if i >= next_barge and generation is not None:
+                await asyncio.sleep(0.5)  # into the reply
+                if state["value"] == "speaking":  # else: too short to interrupt, try the next one
+                    stop = stops[len(result.barge_ins) % len(stops)]
+                    stop_onset = source.say(stop) + voice_span(stop)[0]
+                    if await _wait_for(lambda: any(f >= stop_onset for f in sink.flushes), 3.0):  # noqa: B023
+                        cut = sink.audio_cut(generation, stop_onset)
+                        if cut is not None:
+                            result.barge_ins.append(cut - stop_onset)
+                            next_barge = i + BARGE_EVERY
+            await _wait_for(lambda: state["value"] == "listening" and not source.speaking, 40.0)
+            await asyncio.sleep(GAP_S)
+            _fill_stages(heard, metrics.turns[turns_before:], true_end)
+            result.heard.append(heard)
+            _emit(out, "eot_turn", heard.response_s, "s", bench=label, model="on" if model_on else "off", n=i + 1, kind=u.kind, text=u.text,
+                  cut_off=heard.cut_off, cause=heard.cause)  # fmt: skip
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def _fill_stages(heard: Heard, turns: list, true_end: float) -> None:  # noqa: ANN001 - TurnMetrics
+    """The answer (the reply to the turn that ended with the utterance's last words) and where the time went in it."""
+    answered = [t for t in turns if t.heard_from == "user" and abs(t.user_speech_end - true_end) < 0.5]
+    if not answered:
+        return
+    turn = min(answered, key=lambda t: abs(t.user_speech_end - true_end))
+    if turn.first_voiced_frame is not None:
+        heard.response_s = turn.first_voiced_frame - true_end
+    heard.cause = turn.turn_end_cause
+    heard.vad_lag_s = turn.user_speech_end - true_end
+    heard.turn_end_s = turn.turn_end - turn.user_speech_end
+    heard.model_s = turn.end_of_turn_model_s
+    heard.asr_s, heard.llm_first_text_s, heard.tts_first_audio_s = turn.asr_s, turn.llm_first_text_s, turn.tts_first_audio_s
+
+
+def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lead_s: float = 0.5) -> list:  # noqa: ANN001
+    """The user's `audio` (after `lead_s` of silence, then 2 s more) through silero VAD and the TurnTaker on a simulated
+    clock; `judge(pcm)` is the end-of-turn model's probability, handed back `answer_s` after each proposal. Returns the
+    UserTurnEnded events (times in seconds from the start of the silence)."""
+    from liveavatar.agent.turns import EndOfTurnProposed, TurnTaker, UserTurnEnded
+    from liveavatar.devices.end_of_turn import SPEECH_LEAD_S
+    from liveavatar.devices.vad import SAMPLE_RATE, SileroVAD
+
+    signal = np.concatenate([np.zeros(int(lead_s * SAMPLE_RATE), np.float32), audio, np.zeros(2 * SAMPLE_RATE, np.float32)])
+    taker, vad, pending, events = TurnTaker(options), SileroVAD(), [], []
+    for window in vad.feed(signal):
+        for due, proposal, probability in [p for p in pending if p[0] <= window.start_s]:
+            pending.remove((due, proposal, probability))
+            events += taker.end_of_turn_verdict(due, proposal.onset, proposal.speech_end, probability)
+        for event in taker.vad(window.start_s, window.end_s, window.probability):
+            if isinstance(event, EndOfTurnProposed):
+                heard = signal[max(0, int((event.onset - SPEECH_LEAD_S) * SAMPLE_RATE)) : int(event.t * SAMPLE_RATE)]
+                pending.append((event.t + answer_s, event, judge(heard)))
+            events.append(event)
+    return [e for e in events if isinstance(e, UserTurnEnded)]
+
+
+def bench_eot_sweep(out: IO[str], answer_s: float = 0.1) -> None:
+    """Turn-taking settings over the corpus on a simulated clock (real VAD, real model, verdicts `answer_s` after each
+    proposal): when the turn ends after the voice does, and how often it ends inside the utterance. Machine load does
+    not change these figures; they choose the defaults, the live benchmark measures the whole loop."""
+    from liveavatar.agent.turn_options import TurnOptions
+    from liveavatar.devices.end_of_turn import SmartTurn
+
+    utterances = corpus()
+    model = SmartTurn()
+    cache: dict[tuple[int, int, float], float] = {}
+
+    def judge_for(index: int):  # noqa: ANN202
+        def judge(pcm: np.ndarray) -> float:
+            key = (index, len(pcm), round(float(np.abs(pcm[:1600]).sum()), 4))
+            if key not in cache:
+                cache[key] = model.probability(pcm)
+            return cache[key]
+
+        return judge
+
+    settings = [{"end_of_turn_model": False}]
+    settings += [{"end_of_turn_proposal_silence_s": p, "end_of_turn_threshold": th, "end_of_turn_fallback_silence_s": fb}
+                 for p in (0.2, 0.3) for th in (0.5, 0.7, 0.9) for fb in (1.0, 1.2, 1.5)]  # fmt: skip
+    try:
+        for setting in settings:
+            options = TurnOptions(**setting)
+            rows = {kind: {"delays": [], "cut": 0, "n": 0} for kind in (*KINDS, "all")}
+            for index, u in enumerate(utterances):
+                ends = simulate_turns(u.pcm, options, judge_for(index), answer_s)
+                true_end = 0.5 + u.voice_end
+                cut = any(e.t < true_end for e in ends)
+                final = [e.t - true_end for e in ends if e.t >= true_end]
+                for kind in (u.kind, "all"):
+                    rows[kind]["n"] += 1
+                    rows[kind]["cut"] += cut
+                    if final:
+                        rows[kind]["delays"].append(final[0])
+            summary = {kind: {"median": _round(_median(r["delays"])), "p90": _round(_p90(r["delays"])), "cut": f"{r['cut']}/{r['n']}"}
+                       for kind, r in rows.items()}  # fmt: skip
+            _emit(out, "eot_sweep", summary["all"]["median"], "s", **setting, answer_s=answer_s, **summary,
+                  note="voice end -> turn end on a simulated clock; cut = turns ended before the voice did")  # fmt: skip
+    finally:
+        model.close()
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _p90(values: list[float]) -> float | None:
+    return float(np.percentile(values, 90)) if values else None
+
+
+def summarize(result: PassResult, out: IO[str], label: str, cores: int) -> dict[str, dict]:
+    """Print per-kind and overall figures for one pass; returns them."""
+    figures = {}
+    model = "on" if result.model else "off"
+    for kind in (*KINDS, "all"):
+        rows = [h for h in result.heard if kind in ("all", h.kind)]
+        latencies = [h.response_s for h in rows if h.response_s is not None]
+        cut = sum(h.cut_off for h in rows)
+        figures[kind] = {"median": _median(latencies), "p90": _p90(latencies), "cut": cut, "n": len(rows)}
+        _emit(out, "eot_response_latency", _median(latencies), "s", bench=label, model=model, kind=kind,
+              p90=None if not latencies else round(_p90(latencies), 3), answered=len(latencies), utterances=len(rows),
+              false_cutoffs=cut, false_cutoff_rate=round(cut / len(rows), 3) if rows else None, cores=cores)  # fmt: skip
+    _emit(out, "eot_barge_in_latency", _median(result.barge_ins), "s", bench=label, model=model, barge_ins=len(result.barge_ins),
+          p90=None if not result.barge_ins else round(_p90(result.barge_ins), 3), cores=cores)  # fmt: skip
+    stages = {}
+    for name in ("vad_lag_s", "turn_end_s", "model_s", "asr_s", "llm_first_text_s", "tts_first_audio_s"):
+        values = [getattr(h, name) for h in result.heard if getattr(h, name) is not None]
+        stages[name] = None if not values else round(statistics.median(values), 3)
+    causes = {c: sum(h.cause == c for h in result.heard) for c in ("model", "question", "silence", "fallback")}
+    _emit(out, "eot_where_the_time_goes", None, "s", bench=label, model=model, **stages, turn_end_causes=causes, wall_s=round(result.wall_s, 1),
+          note="medians: voice end -> VAD end of speech -> turn end; stages from the turn end (negative: ready before it)")  # fmt: skip
+    return figures
+
+
+@contextlib.contextmanager
+def busy_core():  # noqa: ANN201
+    """Another process spinning on one core for as long as the block runs."""
+    # It spins only while this process lives: a benchmark killed by a signal (no `finally`) leaves no spinner behind.
+    spinner = subprocess.Popen([sys.executable, "-c", "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"])
+    try:
+        yield spinner.pid
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+async def run_eot(out: IO[str], label: str, persona: Path) -> None:
+    """Both passes (model on, then off) over the corpus, with one agent; prints each pass's figures and the comparison."""
+    from liveavatar.agent.chat import make_agent
+    from liveavatar.agent.config import load_persona
+    from liveavatar.devices.end_of_turn import SmartTurn
+
+    utterances, stops = corpus(), interruptions()
+    model = SmartTurn()
+    cores = len(os.sched_getaffinity(0))
+    passes = {}
+    try:
+        for model_on in (True, False):
+            # A fresh agent per pass: an avatar drops speech of generations at or below any it has cleared, and each
+            # conversation numbers its replies from 1.
+            agent = make_agent(load_persona(persona), (512, 512))
+            try:
+                result = await run_pass(agent, utterances, stops, model_on, model, out, label)
+            finally:
+                await agent.aclose()
+            passes[model_on] = summarize(result, out, label, cores)
+    finally:
+        model.close()
+    on, off = passes[True], passes[False]
+    gap = lambda f: None if f["statement"]["median"] is None or f["question"]["median"] is None else round(f["statement"]["median"] - f["question"]["median"], 3)  # noqa: E731
+    _emit(out, "eot_model_vs_silence", on["all"]["median"], "s", bench=label, median_off=_round(off["all"]["median"]), p90_on=_round(on["all"]["p90"]),
+          p90_off=_round(off["all"]["p90"]), statement_minus_question_on=gap(on), statement_minus_question_off=gap(off),
+          hesitations_cut_on=f"{on['hesitation']['cut']}/{on['hesitation']['n']}", hesitations_cut_off=f"{off['hesitation']['cut']}/{off['hesitation']['n']}",
+          goals="median <= 0.6 s, p90 <= 0.8 s, statements <= questions + 0.1 s, hesitations cut <= 5 %, barge-in <= 0.25 s; busy core: median <= 0.9 s")  # fmt: skip
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def bench_eot(out: IO[str], load: bool = False, persona: Path | None = None) -> None:
+    """The end-of-turn benchmark on a quiet machine (`load` False) or with one core kept busy by another process."""
+    persona = persona or EXAMPLES / "nova-live.yaml"
+    if not load:
+        asyncio.run(run_eot(out, "eot", persona))
+        return
+    with busy_core():
+        asyncio.run(run_eot(out, "eot-load", persona))

@@ -1,0 +1,109 @@
+"""The end-of-turn model (Smart Turn v3.2) for real: our features against transformers', and its verdicts in the TurnTaker.
+
+The turn-taking test runs the real silero VAD and the real model over synthesized speech on a simulated
+timeline (each verdict handed back a fixed 0.1 s after its proposal), so what it checks does not depend on
+how busy the machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from liveavatar.agent.turn_options import TurnOptions
+from liveavatar.agent.turns import UserTurnEnded
+from liveavatar.devices.end_of_turn import EndOfTurnModelMissing, SmartTurn, model_path
+from liveavatar.devices.log_mel import log_mel
+from liveavatar.devices.vad import SAMPLE_RATE, WINDOW
+from liveavatar.testing.eot_bench import simulate_turns
+from liveavatar.testing.eot_corpus import say, user_voices, voice_span
+
+ANSWER_S = 0.1  # simulated inference time
+
+
+@pytest.fixture(scope="module")
+def model() -> SmartTurn:
+    smart_turn = SmartTurn()
+    yield smart_turn
+    smart_turn.close()
+
+
+@pytest.mark.parametrize("seconds", [3.0, 8.0, 11.5])
+def test_our_features_are_whisper_log_mel_as_transformers_computes_them(seconds: float) -> None:
+    from transformers import WhisperFeatureExtractor
+
+    rng = np.random.default_rng(int(seconds * 10))
+    n = int(seconds * SAMPLE_RATE)
+    audio = (0.1 * rng.standard_normal(n) * np.sin(np.arange(n) / 900.0)).astype(np.float32)
+    ours = log_mel(audio, 800)
+    last = audio[-8 * SAMPLE_RATE :]
+    padded = np.concatenate([np.zeros(8 * SAMPLE_RATE - len(last), np.float32), last])  # zero-padded at the front
+    reference = WhisperFeatureExtractor(chunk_length=8)(padded, sampling_rate=SAMPLE_RATE, padding="max_length", max_length=8 * SAMPLE_RATE,
+                                                        truncation=True, do_normalize=True, return_tensors="np").input_features[0]  # fmt: skip
+    assert ours.shape == reference.shape == (80, 800) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_a_missing_model_is_named_with_the_command_that_installs_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    assert model_path().name == "smart-turn-v3.2-cpu.onnx"
+    monkeypatch.setenv("LIVEAVATAR_MODELS", str(tmp_path))
+    with pytest.raises(EndOfTurnModelMissing, match=r"pipecat-ai wheel\) is not installed; run: pip install --no-deps --target"):
+        model_path()
+
+
+def test_the_model_runs_off_the_event_loop(model: SmartTurn) -> None:
+    audio = np.random.default_rng(0).standard_normal(3 * SAMPLE_RATE).astype(np.float32) * 0.1
+
+    async def judge_while_ticking() -> tuple[int, float, str]:
+        ticks = 0
+        thread = {}
+
+        def probability(pcm: np.ndarray) -> float:
+            thread["name"] = threading.current_thread().name
+            time.sleep(0.05)  # make sure the loop has time to tick, however fast the model is
+            return SmartTurn.probability(model, pcm)
+
+        model.probability = probability  # type: ignore[method-assign]
+        try:
+            task = asyncio.create_task(model.judge(audio))
+            while not task.done():
+                ticks += 1
+                await asyncio.sleep(0.005)
+            verdict = await task
+        finally:
+            del model.probability
+        return ticks, verdict.probability, thread["name"]
+
+    ticks, probability, name = asyncio.run(judge_while_ticking())
+    assert ticks >= 5 and 0.0 <= probability <= 1.0 and name.startswith("end-of-turn")
+    assert asyncio.run(model.judge(audio, still_wanted=lambda: False)) is None  # a moot question is not computed
+
+
+def simulate(audio: np.ndarray, options: TurnOptions, model: SmartTurn) -> list[UserTurnEnded]:
+    """Real VAD and real verdicts on a simulated clock (the benchmark's `simulate_turns`), each verdict ANSWER_S after its proposal."""
+    return simulate_turns(audio, options, model.probability, ANSWER_S, lead_s=0.5)
+
+
+def test_with_the_model_a_statement_ends_sooner_and_a_hesitation_is_not_cut(model: SmartTurn) -> None:
+    voice = user_voices()[0]
+    statement, _ = say(voice, "My brother works at a bakery in the city.")
+    hesitation, pause = say(voice, "If you had to choose uh | would you pick Mars or the moon?", pause_s=0.8)
+    with_model, silence_only = TurnOptions(), TurnOptions(end_of_turn_model=False)
+    lead = 0.5  # simulate() puts this much silence first
+
+    [quick] = simulate(statement, with_model, model)
+    [slow] = simulate(statement, silence_only, model)
+    assert quick.cause == "model" and slow.cause == "silence"
+    assert quick.speech_end == pytest.approx(slow.speech_end)
+    assert quick.t - quick.speech_end <= with_model.end_of_turn_proposal_silence_s + WINDOW / SAMPLE_RATE + ANSWER_S + 1e-6
+    assert slow.t - quick.t > 0.25, "the model did not end the statement sooner than the silence rule"
+
+    true_end = lead + voice_span(hesitation)[1]
+    kept = simulate(hesitation, with_model, model)
+    assert len(kept) == 1 and kept[0].speech_end == pytest.approx(true_end, abs=0.15), "the hesitation was cut"
+    cut = simulate(hesitation, silence_only, model)
+    assert cut[0].speech_end == pytest.approx(lead + pause[0], abs=0.15), "without the model the 0.8 s pause should end the turn"

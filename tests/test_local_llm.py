@@ -1,0 +1,54 @@
+"""The embedded LLM (SmolLM2 through llama.cpp) writing replies one at a time on a shared executor."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from liveavatar.dialogue.llm import LocalLLM
+
+ASK = [{"role": "system", "content": "You are Nova."}, {"role": "user", "content": "Tell me about the moon."}]
+OTHER = [{"role": "system", "content": "You are Nova."}, {"role": "user", "content": "And what about Mars, tell me everything?"}]
+
+
+@pytest.fixture(scope="module")
+def executor():  # noqa: ANN201
+    pool = ThreadPoolExecutor(2, thread_name_prefix="test-llm")  # as in a chat: replies and their speech share it
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def test_a_reply_cancelled_while_waiting_for_the_model_gives_its_thread_back_at_once(executor: ThreadPoolExecutor) -> None:
+    llm = LocalLLM(threads=1, executor=executor)
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        speaking = threading.Event()  # cleared: the first reply waits between tokens, holding the model, for its speech
+        speaking.set()
+        first = llm.stream(ASK, 32, 0.0, speaking)
+        assert (await asyncio.wait_for(anext(first), 30)).strip()
+        speaking.clear()  # its first words are being spoken
+        stale = llm.stream(OTHER, 32, 0.0)  # a reply to a turn the person went on from: it waits for the model ...
+        waiting = asyncio.create_task(anext(stale))
+        await asyncio.sleep(0.3)
+        waiting.cancel()  # ... and is cancelled
+        await asyncio.gather(waiting, return_exceptions=True)
+        await stale.aclose()
+        started = time.perf_counter()
+        try:  # the first reply's speech needs a thread of the same executor: the stale reply must not hold one
+            await asyncio.wait_for(loop.run_in_executor(executor, time.sleep, 0.0), 3.0)
+        finally:
+            speaking.set()
+            words = [delta async for delta in first]
+        assert words, "the first reply did not go on once its speech was under way"
+        return time.perf_counter() - started
+
+    try:
+        waited = asyncio.run(scenario())
+    finally:
+        llm.close()
+    assert waited < 0.5, f"the speech waited {waited:.2f} s for a thread"
