@@ -21,11 +21,19 @@ from liveavatar.agent.serve import ServeOptions, SessionServer
 from liveavatar.media import resample
 from user_speech import user_says
 SCENARIO_LIMIT_S = 240  # the four tabs take about 25 s alone; pytest's own timeout cannot interrupt a running event loop
-WORDS = {"Ann": "apples", "Bea": "bicycles", "Cal": "castles", "Dee": "dolphins"}
+LINES = {"Ann": "Apples and pears grow in my orchard.", "Bea": "Bicycles are the fastest way across town.",
+         "Cal": "Castles were built from heavy grey stone.", "Dee": "Dolphins swim together in the warm ocean."}
+"""Each agent's line shares no word of four letters or more with another's, so a tab's recording tells whose voice
+it played even when Whisper tiny mishears a word or two at a shifted pitch ("pairs", "icycles", "dolph and")."""
+
+
+def key_words(text: str) -> set[str]:
+    """The first four letters of each word of four letters or more in `text`: what tells the lines apart."""
+    return {w[:4] for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 4}
 
 
 def line(name: str) -> str:
-    return f"My name is {name}, and I really like {WORDS[name]}."
+    return LINES[name]
 
 
 def test_four_tabs_four_conversations_and_no_cross_talk(examples: Path, tmp_path: Path) -> None:
@@ -33,7 +41,7 @@ def test_four_tabs_four_conversations_and_no_cross_talk(examples: Path, tmp_path
 
     from liveavatar.dialogue.asr import WhisperASR
 
-    personas = [scripted_persona(tmp_path, examples, name, [line(name)], pitch=3 * i) for i, name in enumerate(WORDS)]
+    personas = [scripted_persona(tmp_path, examples, name, [line(name)], pitch=3 * i) for i, name in enumerate(LINES)]
     wav = write_mic_wav(tmp_path / "mic.wav", [(1.0, user_says("Hello who are you?"))], 30.0)  # one breath: no pause to end a turn at
 
     async def scenario():
@@ -44,7 +52,7 @@ def test_four_tabs_four_conversations_and_no_cross_talk(examples: Path, tmp_path
                                                   args=CHROMIUM_FLAGS + [f"--use-file-for-fake-audio-capture={wav}%noloop"])  # fmt: skip
                 context = await browser.new_context()
                 pages = []
-                for name in WORDS:
+                for name in LINES:
                     page = await context.new_page()
                     await page.goto(f"{url}?autostart=1&aec=0&record=1&persona={name}")
                     pages.append(page)
@@ -67,20 +75,18 @@ def test_four_tabs_four_conversations_and_no_cross_talk(examples: Path, tmp_path
     seats, recordings, shown, events = asyncio.run(bounded())
     assert seats == (503, "All seats are taken")
     asr = WhisperASR("tiny.en")
-    for name, recording, texts in zip(WORDS, recordings, shown):
+    for name, recording, texts in zip(LINES, recordings, shown):
         pcm = np.frombuffer(base64.b64decode(recording["pcm"]), "<i2").astype(np.float32) / 32768
         heard = asr.transcribe(resample(pcm, recording["rate"], 16000)).lower()
-        said = re.findall(r"[a-z]+", heard)
-
-        def speaks(agent: str) -> bool:  # its name or its word, as tiny.en spells them at a shifted pitch ("anne", "apple")
-            return any(w.startswith(agent.lower()) or w.startswith(WORDS[agent].rstrip("s")) for w in said)
-
-        assert speaks(name), f"{name}'s tab did not hear {name}: {heard!r}"
-        others = [other for other in WORDS if other != name and speaks(other)]
-        assert others == [], f"{name}'s tab heard another agent: {heard!r}"
+        print(f"{name}'s tab heard: {heard!r}")
+        said = key_words(heard)
+        own = key_words(LINES[name])
+        assert len(own & said) >= len(own) / 2, f"{name}'s tab did not hear {name}'s line: {heard!r}"
+        others = [other for other in LINES if other != name and key_words(LINES[other]) & said]
+        assert others == [], f"{name}'s tab heard another agent ({others}): {heard!r}"
         assert texts == [line(name)]
     sessions = {s for s, e in events if e.get("type") == "session" and e["state"] == "started"}
-    assert len(sessions) == 4 and {e["persona"] for _, e in events if e.get("type") == "metrics"} == set(WORDS)
+    assert len(sessions) == 4 and {e["persona"] for _, e in events if e.get("type") == "metrics"} == set(LINES)
     print(f"four tabs: {time.monotonic() - started:.1f} s")
 
 
