@@ -39,7 +39,13 @@ class TurnOptions(BaseModel):
     end_of_turn_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     """With the model: its probability of "complete" at or above which the pause ends the turn."""
     end_of_turn_fallback_silence_s: Annotated[float, Field(ge=0.1, le=10.0)] = 1.0
-    """With the model: seconds of silence that end the turn even though the model called it incomplete."""
+    """Seconds of silence that end the turn even though the model called it incomplete, or its words end mid-sentence
+    (never sooner than end_of_turn_silence_s)."""
+    end_of_turn_words: bool = True
+    """Let the person's words so far count (when the dialogue backend transcribes them before it answers, as the
+    cascade does): words that end mid-sentence ("um", "and", "the", "about", a trailing comma) keep the turn open
+    until end_of_turn_fallback_silence_s whatever the model said, and a "complete" verdict waits for the words (at
+    most until end_of_turn_silence_s; the answer needs them anyway, so this costs no reply time)."""
     question_end_silence_s: Annotated[float, Field(ge=0.1, le=5.0)] = 0.3
     """Seconds of silence that end a turn whose words so far end in a question mark (when the dialogue backend
     transcribes the user early, as the cascade does): questions are complete turns, so the reply comes sooner."""

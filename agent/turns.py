@@ -11,8 +11,13 @@ Smart Turn with its VAD, a short silence only proposes an end (`EndOfTurnPropose
 runs the model and hands back its verdict (`end_of_turn_verdict`), which ends the turn at once when it
 says "complete". "Incomplete" keeps the turn open until a verdict on a later pause says complete or the
 fallback silence passes. A verdict that has not come by `end_of_turn_silence_s` is not waited for: the
-silence rule ends the turn, so a slow model never stalls it. An early transcript ending in "?" still ends
-the turn after `question_end_silence_s`, whatever the model said.
+silence rule ends the turn, so a slow model never stalls it.
+
+The words, when the dialogue backend transcribes the person before it answers (the cascade), count too. A
+"complete" verdict waits for the early transcript of its pause (`words_coming`, then `words_heard`; the reply
+needs those words anyway, so waiting costs no reply time), never past the silence rule. Words that end
+mid-sentence ("um", "and", "the", "about", a trailing comma) keep the turn open until the fallback silence,
+whatever the model said; words ending in "?" end it after `question_end_silence_s`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import enum
 from dataclasses import dataclass
 
 from liveavatar.agent.turn_options import TurnOptions
+from liveavatar.agent.unfinished import ends_mid_sentence
 
 
 class Floor(enum.Enum):
@@ -116,6 +122,9 @@ class TurnTaker:
         self._question = False  # the words so far end in a question mark (a hint from speech recognition)
         self._proposed = False  # this pause was put to the end-of-turn model
         self._incomplete = False  # ...and the model said the turn goes on
+        self._words_due = False  # the early transcript of this pause is on its way
+        self._held_complete = False  # the model said "complete" while the words were still due
+        self._unfinished = False  # the words of this pause end mid-sentence: only the fallback silence ends the turn
         self._awaiting_verdict_since: float | None = None  # paused, user's turn ended, waiting for commit/reject
         self._agent_speaking = False
         self._agent_started_at = -1e9
@@ -154,7 +163,7 @@ class TurnTaker:
             if self._preempted:
                 self._preempted, self._question = False, False
                 events.append(UserResumed(end))
-            self._proposed, self._incomplete = False, False
+            self._clear_pause()
             self._speech_run += dt
             self._silence_run = 0.0
             self._speech_end = end
@@ -165,14 +174,26 @@ class TurnTaker:
         events += self._check_timeout(end)
         return events
 
-    def turn_is_a_question(self, t: float, onset: float, speech_end: float) -> list[TurnEvent]:
-        """The words of the turn that paused at `speech_end` end in a question mark: a shorter silence ends it."""
-        if not self._in_turn or (self._onset, self._speech_end) != (onset, speech_end):
-            return []  # the user has gone on speaking since
-        self._question = True
-        # Words that form a question end the turn even when the end-of-turn model heard the voice go on: Whisper's
-        # "?" comes from the words and their intonation, and the model misses some long wh-questions (README).
-        return self._end_turn(t, "question") if self._silence_run >= self.options.question_end_silence_s else []
+    def words_coming(self, onset: float, speech_end: float) -> None:
+        """The early transcript of the speech that paused at `speech_end` is on its way (`words_heard` brings it)."""
+        if self.options.end_of_turn_words and self.awaits_verdict(onset, speech_end):
+            self._words_due = True
+
+    def words_heard(self, t: float, onset: float, speech_end: float, text: str) -> list[TurnEvent]:
+        """The early transcript of the speech that paused at `speech_end`: it may end the turn, or keep it open."""
+        if not self.awaits_verdict(onset, speech_end):
+            return []  # the user has gone on speaking since, or the turn has already ended
+        self._words_due = False
+        if self.options.end_of_turn_words and ends_mid_sentence(text):
+            self._unfinished, self._held_complete = True, False
+            return []
+        if text.rstrip().endswith("?"):
+            # Words that form a question end the turn even when the end-of-turn model heard the voice go on: Whisper's
+            # "?" comes from the words and their intonation, and the model misses some long wh-questions (README).
+            self._question = True
+            if self._silence_run >= self.options.question_end_silence_s:
+                return self._end_turn(t, "question")
+        return self._end_turn(t, "model") if self._held_complete else []
 
     def awaits_verdict(self, onset: float, speech_end: float) -> bool:
         """Whether a verdict on the pause after `speech_end` (of the turn begun at `onset`) could still end the turn."""
@@ -182,9 +203,12 @@ class TurnTaker:
         """The end-of-turn model's verdict on the pause proposed at `speech_end`: the probability that the turn is over."""
         if not self.awaits_verdict(onset, speech_end):
             return []  # the user has gone on speaking since, or the turn has already ended
-        if probability >= self.options.end_of_turn_threshold:
+        if probability < self.options.end_of_turn_threshold:
+            self._incomplete = True
+        elif self._words_due:
+            self._held_complete = True  # the words decide: they may end mid-sentence
+        elif not self._unfinished:
             return self._end_turn(t, "model")
-        self._incomplete = True
         return []
 
     def commit_turn(self, t: float) -> list[TurnEvent]:
@@ -243,20 +267,26 @@ class TurnTaker:
         if o.end_of_turn_model and not self._proposed and self._silence_run >= o.end_of_turn_proposal_silence_s:
             self._proposed = True
             events.append(EndOfTurnProposed(t, self._onset, self._speech_end))
+        held_open = self._incomplete or self._unfinished
         if self._question and self._silence_run >= o.question_end_silence_s:
             events += self._end_turn(t, "question")
-        elif self._incomplete and self._silence_run >= o.end_of_turn_fallback_silence_s:
+        elif held_open and self._silence_run >= max(o.end_of_turn_fallback_silence_s, o.end_of_turn_silence_s):
             events += self._end_turn(t, "fallback")
-        elif not self._incomplete and self._silence_run >= o.end_of_turn_silence_s:
+        elif not held_open and self._silence_run >= o.end_of_turn_silence_s:
             events += self._end_turn(t, "silence")
         return events
+
+    def _clear_pause(self) -> None:
+        """The user spoke: what was known about their last pause no longer holds."""
+        self._proposed, self._incomplete = False, False
+        self._words_due, self._held_complete, self._unfinished = False, False, False
 
     def _end_turn(self, t: float, cause: str) -> list[TurnEvent]:
         assert self._onset is not None and self._speech_end is not None
         over_agent = self.floor == Floor.PAUSED
         event = UserTurnEnded(t, self._onset, self._speech_end, over_agent, cause)
         self._in_turn, self._preempted, self._question, self._onset = False, False, False, None
-        self._proposed, self._incomplete = False, False
+        self._clear_pause()
         if over_agent:
             self._awaiting_verdict_since = t
         elif self.floor == Floor.USER:

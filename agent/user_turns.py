@@ -36,6 +36,8 @@ class UserTurns:
         """The person paused after speaking over `span`: start answering it (held until their turn ends)."""
         await self.drop_prepared()
         self.replies.prepared = self._answer(span)
+        if self.stage.speaker.dialogue.transcribes_first:
+            self.taker.words_coming(span.onset, span.speech_end)  # its words may keep the turn open
 
     async def drop_prepared(self) -> None:
         """The person went on speaking: the answer prepared during their pause is dropped."""
@@ -72,10 +74,11 @@ class UserTurns:
             await self.reject()
 
     async def heard_words(self, reply: Reply, text: str) -> None:
-        """The backend transcribed the person: a question whose answer is being prepared ends the turn sooner."""
+        """The backend transcribed the person while their answer is prepared: the words may end the turn (a question,
+        a verdict that waited for them) or keep it open (they end mid-sentence)."""
         span = reply.answers
-        if reply is self.replies.prepared and span is not None and text.rstrip().endswith("?"):
-            await self.handle(self.taker.turn_is_a_question(self.now(), span.onset, span.speech_end))
+        if reply is self.replies.prepared and span is not None:
+            await self.handle(self.taker.words_heard(self.now(), span.onset, span.speech_end, text))
 
     async def commit(self, reply: Reply) -> None:
         """The answer has words: the barge-in was real (even if, the words being late, the paused reply resumed)."""

@@ -60,6 +60,8 @@ class DialogueBackend(abc.ABC):
     """
 
     listens_while_user_speaks: ClassVar[bool] = False
+    transcribes_first: ClassVar[bool] = False
+    """Every `reply()` yields the user's words (one `Transcript`) before anything else: turn-taking may wait for them."""
 
     def user_turn_started(self, audio: AudioChunk) -> None:
         """The user began a turn: `audio` is what was captured of it so far (from just before the onset)."""

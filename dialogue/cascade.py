@@ -84,6 +84,8 @@ class _Exchange:
 class CascadeDialogue(DialogueBackend):
     """ASR → LLM → TTS, streamed; keeps the heard history."""
 
+    transcribes_first = True
+
     def __init__(self, options: Options, asr: WhisperASR, llm: LocalLLM | RemoteLLM, tts: PiperTTS, system_prompt: str,
                  executor: Executor | None = None) -> None:  # fmt: skip
         self.options = options

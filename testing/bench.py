@@ -115,7 +115,7 @@ def bench_omni(out: IO[str]) -> None:
 BENCHMARKS = {
     "duet": "the example duet rendered to MP4, as a multiple of real time",
     "latency": "median response and barge-in latency over spoken turns (embedded cascade + portrait avatar)",
-    "eot": "end of turn: response latency and false cut-offs over 36 utterances (questions, statements, hesitations), model on vs off",
+    "eot": "end of turn: response latency and false cut-offs over 36 utterances (questions, statements, hesitations), defaults vs the model alone vs silence alone",
     "eot-load": "the same with one core kept busy by another process",
     "eot-sweep": "end-of-turn settings on a simulated clock (real VAD and model): turn-end delay and cut-offs per setting",
     "soak": "30 minutes of the live loop at 8x speed: RSS slope and A/V drift",

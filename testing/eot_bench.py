@@ -2,8 +2,8 @@
 
 36 fixed utterances (testing/eot_corpus.py: questions, statements, mid-sentence hesitations of 0.4–0.9 s)
 are spoken, one after another, into the live loop with the embedded cascade (Whisper tiny.en, SmolLM2,
-Piper) and the portrait avatar, once with the end-of-turn model on and once with it off, in the same
-process; every third reply is barged in on. Ground truth is the script: we know when each voice starts,
+Piper) and the portrait avatar, in the same process once per setting (SETTINGS: the defaults, the
+end-of-turn model without the early transcript's words, silence alone); every third reply is barged in on. Ground truth is the script: we know when each voice starts,
 pauses and ends. Measured per kind and overall:
 
 - response latency: the user's voice ends -> the first avatar frame carrying the answer's voice at the sink;
@@ -36,6 +36,22 @@ BARGE_EVERY = 3  # barge in on every third reply (a later one when the reply is 
 GAP_S = 0.8  # silence between the avatar's last word and the user's next utterance
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One pass's end-of-turn setting: the model on or off, the early transcript's words counted or not."""
+
+    model: bool
+    words: bool
+
+    def fields(self) -> dict[str, str]:
+        """How the JSON lines name it."""
+        return {"model": "on" if self.model else "off", "words": "on" if self.words else "off"}
+
+
+SETTINGS = (Setting(model=True, words=True), Setting(model=True, words=False), Setting(model=False, words=False))
+"""The defaults, the model alone, and silence alone: side by side in one run."""
+
+
 @dataclass
 class Heard:
     """What happened to one utterance."""
@@ -57,13 +73,13 @@ class Heard:
 class PassResult:
     """One pass over the corpus (model on or off)."""
 
-    model: bool
+    setting: Setting
     heard: list[Heard] = field(default_factory=list)
     barge_ins: list[float] = field(default_factory=list)
     wall_s: float = 0.0
 
 
-async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], model_on: bool, end_of_turn, out: IO[str], label: str) -> PassResult:  # noqa: ANN001
+async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], setting: Setting, end_of_turn, out: IO[str], label: str) -> PassResult:  # noqa: ANN001
     """Speak every utterance into a fresh live conversation with `agent`; barge in on every BARGE_EVERY-th reply."""
     from liveavatar.agent.clock import Clock
     from liveavatar.agent.conversation import Conversation
@@ -71,7 +87,7 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
     from liveavatar.devices.recording import RecordingSink
     from liveavatar.devices.sources import SpeechOnCue
 
-    options = agent.persona.turn_taking.model_copy(update={"end_of_turn_model": model_on})
+    options = agent.persona.turn_taking.model_copy(update={"end_of_turn_model": setting.model, "end_of_turn_words": setting.words})
     clock = Clock()
     source = SpeechOnCue(clock)
     sink = RecordingSink(clock.now, keep=20000)
@@ -86,9 +102,9 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
                 turn_ends.append(clock.now())
 
     conversation = Conversation(agent, source, [sink], clock, options=options, metrics=metrics, on_event=on_event,
-                                end_of_turn=end_of_turn if model_on else None)  # fmt: skip
+                                end_of_turn=end_of_turn if setting.model else None)  # fmt: skip
     runner = asyncio.create_task(conversation.run())
-    result = PassResult(model_on)
+    result = PassResult(setting)
     next_barge = BARGE_EVERY - 1
     started = time.perf_counter()
     try:
@@ -118,7 +134,7 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
             await asyncio.sleep(GAP_S)
             _fill_stages(heard, metrics.turns[turns_before:], true_end)
             result.heard.append(heard)
-            _emit(out, "eot_turn", heard.response_s, "s", bench=label, model="on" if model_on else "off", n=i + 1, kind=u.kind, text=u.text,
+            _emit(out, "eot_turn", heard.response_s, "s", bench=label, **setting.fields(), n=i + 1, kind=u.kind, text=u.text,
                   cut_off=heard.cut_off, cause=heard.cause)  # fmt: skip
     finally:
         runner.cancel()
@@ -220,23 +236,23 @@ def _p90(values: list[float]) -> float | None:
 def summarize(result: PassResult, out: IO[str], label: str, cores: int) -> dict[str, dict]:
     """Print per-kind and overall figures for one pass; returns them."""
     figures = {}
-    model = "on" if result.model else "off"
+    setting = result.setting.fields()
     for kind in (*KINDS, "all"):
         rows = [h for h in result.heard if kind in ("all", h.kind)]
         latencies = [h.response_s for h in rows if h.response_s is not None]
         cut = sum(h.cut_off for h in rows)
         figures[kind] = {"median": _median(latencies), "p90": _p90(latencies), "cut": cut, "n": len(rows)}
-        _emit(out, "eot_response_latency", _median(latencies), "s", bench=label, model=model, kind=kind,
+        _emit(out, "eot_response_latency", _median(latencies), "s", bench=label, **setting, kind=kind,
               p90=None if not latencies else round(_p90(latencies), 3), answered=len(latencies), utterances=len(rows),
               false_cutoffs=cut, false_cutoff_rate=round(cut / len(rows), 3) if rows else None, cores=cores)  # fmt: skip
-    _emit(out, "eot_barge_in_latency", _median(result.barge_ins), "s", bench=label, model=model, barge_ins=len(result.barge_ins),
+    _emit(out, "eot_barge_in_latency", _median(result.barge_ins), "s", bench=label, **setting, barge_ins=len(result.barge_ins),
           p90=None if not result.barge_ins else round(_p90(result.barge_ins), 3), cores=cores)  # fmt: skip
     stages = {}
     for name in ("vad_lag_s", "turn_end_s", "model_s", "asr_s", "llm_first_text_s", "tts_first_audio_s"):
         values = [getattr(h, name) for h in result.heard if getattr(h, name) is not None]
         stages[name] = None if not values else round(statistics.median(values), 3)
     causes = {c: sum(h.cause == c for h in result.heard) for c in ("model", "question", "silence", "fallback")}
-    _emit(out, "eot_where_the_time_goes", None, "s", bench=label, model=model, **stages, turn_end_causes=causes, wall_s=round(result.wall_s, 1),
+    _emit(out, "eot_where_the_time_goes", None, "s", bench=label, **setting, **stages, turn_end_causes=causes, wall_s=round(result.wall_s, 1),
           note="medians: voice end -> VAD end of speech -> turn end; stages from the turn end (negative: ready before it)")  # fmt: skip
     return figures
 
@@ -254,7 +270,7 @@ def busy_core():  # noqa: ANN201
 
 
 async def run_eot(out: IO[str], label: str, persona: Path) -> None:
-    """Both passes (model on, then off) over the corpus, with one agent; prints each pass's figures and the comparison."""
+    """One pass per setting (SETTINGS) over the corpus, each with a fresh agent; prints each pass's figures and the comparison."""
     from liveavatar.agent.chat import make_agent
     from liveavatar.agent.config import load_persona
     from liveavatar.devices.end_of_turn import SmartTurn
@@ -264,22 +280,25 @@ async def run_eot(out: IO[str], label: str, persona: Path) -> None:
     cores = len(os.sched_getaffinity(0))
     passes = {}
     try:
-        for model_on in (True, False):
+        for setting in SETTINGS:
             # A fresh agent per pass: an avatar drops speech of generations at or below any it has cleared, and each
             # conversation numbers its replies from 1.
             agent = make_agent(load_persona(persona), (512, 512))
             try:
-                result = await run_pass(agent, utterances, stops, model_on, model, out, label)
+                result = await run_pass(agent, utterances, stops, setting, model, out, label)
             finally:
                 await agent.aclose()
-            passes[model_on] = summarize(result, out, label, cores)
+            passes[setting] = summarize(result, out, label, cores)
     finally:
         model.close()
-    on, off = passes[True], passes[False]
+    on, alone, off = (passes[setting] for setting in SETTINGS)
     gap = lambda f: None if f["statement"]["median"] is None or f["question"]["median"] is None else round(f["statement"]["median"] - f["question"]["median"], 3)  # noqa: E731
-    _emit(out, "eot_model_vs_silence", on["all"]["median"], "s", bench=label, median_off=_round(off["all"]["median"]), p90_on=_round(on["all"]["p90"]),
+    cut = lambda f: f"{f['hesitation']['cut']}/{f['hesitation']['n']}"  # noqa: E731
+    _emit(out, "eot_model_vs_silence", on["all"]["median"], "s", bench=label, median_model_alone=_round(alone["all"]["median"]),
+          median_off=_round(off["all"]["median"]), p90_on=_round(on["all"]["p90"]), p90_model_alone=_round(alone["all"]["p90"]),
           p90_off=_round(off["all"]["p90"]), statement_minus_question_on=gap(on), statement_minus_question_off=gap(off),
-          hesitations_cut_on=f"{on['hesitation']['cut']}/{on['hesitation']['n']}", hesitations_cut_off=f"{off['hesitation']['cut']}/{off['hesitation']['n']}",
+          hesitations_cut_on=cut(on), hesitations_cut_model_alone=cut(alone), hesitations_cut_off=cut(off),
+          note="on: model and words (the defaults); model_alone: words off; off: silence alone",
           goals="median <= 0.6 s, p90 <= 0.8 s, statements <= questions + 0.1 s, hesitations cut <= 5 %, barge-in <= 0.25 s; busy core: median <= 0.9 s")  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from liveavatar.agent.conversation import Conversation
 from liveavatar.agent.metrics import MetricsLog
 from liveavatar.devices.recording import RecordingSink
 from liveavatar.devices.sources import ScriptedSpeech
-from liveavatar.dialogue.base import DialogueBackend, ReplyEvent, TextDelta, UserTurn
+from liveavatar.dialogue.base import DialogueBackend, ReplyEvent, TextDelta, Transcript, UserTurn
 from liveavatar.dialogue.scripted import Options as ScriptOptions
 from liveavatar.dialogue.scripted import ScriptedDialogue
 from liveavatar.dialogue.speech.piper_tts import PiperTTS
@@ -240,3 +240,53 @@ def test_an_answer_to_a_barge_in_that_comes_after_the_verdict_never_cuts_off_a_l
     asyncio.run(scenario())
     assert [(t.reply_text, t.resumed, t.interrupted) for t in turns] == [(lines[0], True, False), (lines[2], False, False)]
     assert not [e for e in events if e["type"] == "transcript" and e["role"] == "agent" and lines[1] in e["text"]]
+
+
+class HearsTheWords(DialogueBackend):
+    """A cascade stand-in: the person's words first (the first of `words` for a turn heard up to its pause, the whole
+    sentence after it), then an answer to them."""
+
+    transcribes_first = True
+
+    def __init__(self, tts: PiperTTS, words: tuple[str, str], pause_at_s: float) -> None:
+        self.tts, self.words, self.pause_at_s = tts, words, pause_at_s
+        self.heard: list[str] = []
+
+    async def reply(self, turn: UserTurn) -> AsyncIterator[ReplyEvent]:
+        assert turn.audio is not None
+        words = self.words[0] if len(turn.audio.pcm) / turn.audio.rate < self.pause_at_s else self.words[1]
+        self.heard.append(words)
+        yield Transcript(words)
+        answer = "Saturn has rings of ice." if words == self.words[1] else "Tell you about what?"
+        yield TextDelta(answer)
+        async for chunk in self.tts.stream(answer):
+            yield chunk
+
+
+@pytest.mark.parametrize("model", [True, False])
+def test_a_person_who_pauses_after_words_that_cannot_end_a_sentence_is_not_cut_off(examples: Path, end_of_turn, model: bool) -> None:
+    start, pause_s = user_says("Tell me about"), 1.0  # said alone, it sounds finished; its words do not
+    rest = user_says("the rings of Saturn.")
+    speech = np.concatenate([start, np.zeros(int(pause_s * 16000), np.float32), rest])
+    words = ("Tell me about", "Tell me about the rings of Saturn.")
+    voice_end = 0.5 + (len(start) + pause_s * 16000 + speech_span(rest)[1] * 16000) / 16000
+
+    def converse(words_count: bool) -> tuple[list, HearsTheWords, float]:
+        persona = load_persona(examples / "nova.yaml")
+        options = persona.turn_taking.model_copy(update={"end_of_turn_model": model, "end_of_turn_words": words_count,
+                                                         "end_of_turn_fallback_silence_s": 1.6})  # fmt: skip
+        agent = build_agent(persona, (128, 128), 25.0, 24000, underrun="silence")
+        backend = agent.dialogue = HearsTheWords(agent.dialogue.tts, words, pause_at_s=(len(start) / 16000 + 0.5 + pause_s / 2))  # type: ignore[attr-defined]
+        clock = Clock()
+        conversation = Conversation(agent, ScriptedSpeech(clock, [(0.5, speech)]), [RecordingSink(clock.now)], clock, options=options,
+                                    metrics=MetricsLog(), end_of_turn=end_of_turn if model else None)  # fmt: skip
+        asyncio.run(conversation.run(until=0.5 + len(speech) / 16000 + 3.0))
+        return conversation.metrics.turns, backend, conversation.source.started_at
+
+    turns, backend, t0 = converse(words_count=True)
+    assert [t.reply_text for t in turns] == ["Saturn has rings of ice."], backend.heard  # one turn, answered once it was whole
+    assert turns[0].user_speech_end - t0 == pytest.approx(voice_end, abs=0.15)
+    assert "Tell me about" in backend.heard  # its words at the pause were heard, and kept the turn open
+    if not model:  # silence alone, without the words, cuts the person off at the pause (1.0 s > 0.6 s)
+        cut, _, t0 = converse(words_count=False)
+        assert cut[0].user_speech_end - t0 == pytest.approx(0.5 + speech_span(start)[1], abs=0.15)

@@ -41,7 +41,7 @@ def test_four_tabs_four_conversations_and_no_cross_talk(examples: Path, tmp_path
 
     from liveavatar.dialogue.asr import WhisperASR
 
-    personas = [scripted_persona(tmp_path, examples, name, [line(name)], pitch=3 * i) for i, name in enumerate(LINES)]
+    personas = [scripted_persona(tmp_path, examples, name, [line(name)], pitch=2 * i) for i, name in enumerate(LINES)]
     wav = write_mic_wav(tmp_path / "mic.wav", [(1.0, user_says("Hello who are you?"))], 30.0)  # one breath: no pause to end a turn at
 
     async def scenario():
@@ -56,15 +56,20 @@ def test_four_tabs_four_conversations_and_no_cross_talk(examples: Path, tmp_path
                     page = await context.new_page()
                     await page.goto(f"{url}?autostart=1&aec=0&record=1&persona={name}")
                     pages.append(page)
-                full = await context.new_page()  # a fifth person
-                response = await full.goto(url)
-                seats = (response.status, await full.inner_text("h1"))
-                deadline = time.monotonic() + 40
+                print(f"four tabs: pages open after {time.monotonic() - started:.1f} s")
+                # A fifth person. Asked over plain HTTP: a fifth Chromium tab beside four talking ones took 11-39 s to load
+                # the static page on this 2-core machine (the server's event loop lagged at most 0.13 s meanwhile).
+                async with httpx.AsyncClient() as client:
+                    response = await client.get(url)
+                seats = (response.status_code, re.search(r"<h1>(.*?)</h1>", response.text).group(1))
+                deadline = time.monotonic() + 90
                 while time.monotonic() < deadline and sum(e.get("type") == "metrics" for _, e in events) < 4:
                     await asyncio.sleep(0.5)
+                print(f"four tabs: answered after {time.monotonic() - started:.1f} s")
                 await asyncio.sleep(4.0)  # let every answer play out
                 recordings = [await page.evaluate("window.__liveavatarRecording()") for page in pages]
                 shown = [await page.evaluate("[...document.querySelectorAll('#transcript p.agent')].map(p => p.textContent)") for page in pages]
+                print(f"four tabs: read back after {time.monotonic() - started:.1f} s")
                 await browser.close()
             return seats, recordings, shown, list(events)
 
@@ -74,6 +79,7 @@ def test_four_tabs_four_conversations_and_no_cross_talk(examples: Path, tmp_path
 
     seats, recordings, shown, events = asyncio.run(bounded())
     assert seats == (503, "All seats are taken")
+    assert {e["persona"] for _, e in events if e.get("type") == "metrics"} == set(LINES), "not every tab was answered within 90 s"
     asr = WhisperASR("tiny.en")
     for name, recording, texts in zip(LINES, recordings, shown):
         pcm = np.frombuffer(base64.b64decode(recording["pcm"]), "<i2").astype(np.float32) / 32768

@@ -5,28 +5,34 @@ from __future__ import annotations
 import pytest
 
 from liveavatar.agent.turn_options import TurnOptions
-from liveavatar.agent.turns import PREEMPT_SILENCE_S, EndOfTurnProposed, Floor, TurnTaker, UserTurnEnded
+from liveavatar.agent.turns import PREEMPT_SILENCE_S, EndOfTurnProposed, Floor, TurnTaker, UserPaused, UserTurnEnded
+from liveavatar.agent.unfinished import ends_mid_sentence
 
 W = 0.032  # one silero window
 SILENCE_ONLY = {"end_of_turn_model": False}
 
 
 def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: list[tuple[float, bool]] = (), until: float | None = None,
-         model: list[tuple[float | None, float]] = (), start: float = 0.0):  # fmt: skip
+         model: list[tuple[float | None, float]] = (), start: float = 0.0, words: list[tuple[str | None, float]] = ()):  # fmt: skip
     """Feed windows: (from_s, to_s, probability) spans, plus avatar speaking changes; returns the events.
 
     `model` scripts the end-of-turn model: one (probability, seconds it takes) per proposal, in order; a
     probability of None never answers. Each verdict is handed back at the proposal's time plus its delay.
+    `words` scripts an early transcript (as the cascade makes one): one (text, seconds it takes) per pause, in
+    order, announced at the pause (`words_coming`); a text of None never comes.
     """
-    events, changes, answers, pending = [], sorted(agent), list(model), []
+    events, changes, answers, heard, pending = [], sorted(agent), list(model), list(words), []
     end = until if until is not None else max(t for _, t, _ in timeline)
     t = start
     while t < end - 1e-9:
         while changes and changes[0][0] <= t + 1e-9:
             events += taker.agent_speaking(*changes.pop(0))
-        for due, proposal, probability in [v for v in pending if v[0] <= t + 1e-9]:
-            pending.remove((due, proposal, probability))
-            events += taker.end_of_turn_verdict(due, proposal.onset, proposal.speech_end, probability)
+        for due, pause, answer in sorted([v for v in pending if v[0] <= t + 1e-9], key=lambda v: v[0]):
+            pending.remove((due, pause, answer))
+            if isinstance(answer, str):
+                events += taker.words_heard(due, pause.onset, pause.speech_end, answer)
+            else:
+                events += taker.end_of_turn_verdict(due, pause.onset, pause.speech_end, answer)
         prob = next((p for a, b, p in timeline if a - 1e-9 <= t < b - 1e-9), 0.0)
         new = taker.vad(t, t + W, prob)
         for event in new:
@@ -34,6 +40,11 @@ def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: li
                 probability, delay = answers.pop(0)
                 if probability is not None:
                     pending.append((round(event.t + delay, 6), event, probability))
+            if isinstance(event, UserPaused) and heard:
+                text, delay = heard.pop(0)
+                taker.words_coming(event.onset, event.speech_end)
+                if text is not None:
+                    pending.append((round(event.t + delay, 6), event, text))
         events += new
         t = round(t + W, 6)
     return events
@@ -121,8 +132,8 @@ def test_a_question_ends_the_turn_after_a_shorter_silence() -> None:
     events = play(taker, [(1.0, 2.0, 0.9)], until=2.2)
     paused = events[-1]
     assert kinds(events) == ["UserTurnStarted", "UserPaused"]
-    assert taker.turn_is_a_question(2.2, paused.onset + 1.0, paused.speech_end) == []  # a stale transcript is ignored
-    assert taker.turn_is_a_question(2.2, paused.onset, paused.speech_end) == []  # only 0.2 s of silence so far
+    assert taker.words_heard(2.2, paused.onset + 1.0, paused.speech_end, "Where are you?") == []  # a stale transcript is ignored
+    assert taker.words_heard(2.2, paused.onset, paused.speech_end, "Where are you?") == []  # only 0.2 s of silence so far
     rest = []
     t = 2.208
     while not rest:
@@ -132,7 +143,7 @@ def test_a_question_ends_the_turn_after_a_shorter_silence() -> None:
     assert isinstance(ended, UserTurnEnded) and ended.t - ended.speech_end == pytest_approx(0.35)
     late = TurnTaker(TurnOptions(question_end_silence_s=0.35, **SILENCE_ONLY))
     events = play(late, [(1.0, 2.0, 0.9)], until=2.45)  # the transcript arrives after 0.4 s of silence
-    [now] = late.turn_is_a_question(2.45, events[-1].onset, events[-1].speech_end)
+    [now] = late.words_heard(2.45, events[-1].onset, events[-1].speech_end, "Where are you?")
     assert isinstance(now, UserTurnEnded) and now.t == 2.45
 
 
@@ -205,7 +216,7 @@ def test_a_question_transcript_ends_the_turn_whatever_the_model_said_or_before_i
         taker = TurnTaker(TurnOptions(question_end_silence_s=0.3))
         events = play(taker, [(1.0, 2.0, 0.9)], until=2.4, model=[answer])
         [proposed] = only(events, "EndOfTurnProposed")
-        [ended] = taker.turn_is_a_question(2.4, proposed.onset, proposed.speech_end)
+        [ended] = taker.words_heard(2.4, proposed.onset, proposed.speech_end, "Where are you?")
         assert ended.cause == "question" and ended.t == 2.4
         assert only(play(taker, [], until=4.0, start=2.4), "UserTurnEnded") == []  # and it ended once
 
@@ -238,3 +249,48 @@ def test_a_reply_that_starts_while_the_user_has_gone_on_is_held_as_if_they_had_b
     blunt = TurnTaker(TurnOptions(), can_pause=False)
     events = play(blunt, [(1.0, 2.0, 0.9), (2.9, 4.0, 0.9)], agent=[(3.2, True)], until=5.0, model=[(0.9, 0.05), (0.9, 0.05)])
     assert kinds(only(events, "InterruptAgent")) == ["InterruptAgent"] and not only(events, "UserTurnEnded")[1].over_agent
+
+
+# ---------------------------------------------------------------------------------- with the early transcript's words
+
+
+def test_a_complete_verdict_waits_for_the_words_and_ends_the_turn_when_they_come() -> None:
+    for delay in (0.05, 0.2, 0.3):  # the words come before the verdict (0.08 s after the proposal), or after it
+        taker = TurnTaker(TurnOptions())
+        events = play(taker, [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.08)], words=[("I saw a shooting star last night.", delay)])
+        [paused] = only(events, "UserPaused")
+        [proposed] = only(events, "EndOfTurnProposed")
+        [ended] = only(events, "UserTurnEnded")
+        assert ended.cause == "model" and ended.t == pytest.approx(max(proposed.t + 0.08, paused.t + delay)), delay
+
+
+def test_words_that_end_mid_sentence_keep_the_turn_open_whatever_the_model_said_until_the_fallback_silence() -> None:
+    hesitation = [(1.0, 2.0, 0.9), (2.8, 3.6, 0.9)]  # "Tell me about ... (0.8 s) ... the biggest storm you have seen."
+    for model in (True, False):
+        taker = TurnTaker(TurnOptions(end_of_turn_model=model))
+        words = [("Tell me about", 0.15), ("Tell me about the biggest storm you have seen.", 0.15)]
+        events = play(taker, hesitation, until=5.0, model=[(0.9, 0.05), (0.9, 0.05)], words=words)
+        [ended] = only(events, "UserTurnEnded")  # not at 2.25 s (the model) nor at 2.6 s (the silence rule)
+        assert ended.speech_end == pytest_approx(3.6) and ended.cause == ("model" if model else "silence"), model
+        [alone] = only(play(TurnTaker(TurnOptions(end_of_turn_model=model)), [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)],
+                            words=[("Tell me about, um", 0.15)]), "UserTurnEnded")  # fmt: skip
+        assert alone.cause == "fallback" and alone.t - alone.speech_end == pytest_approx(1.0), model
+
+
+def test_words_that_never_come_hold_a_complete_verdict_no_longer_than_the_silence_rule() -> None:
+    taker = TurnTaker(TurnOptions(end_of_turn_silence_s=0.6))
+    [ended] = only(play(taker, [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)], words=[(None, 0.0)]), "UserTurnEnded")
+    assert ended.cause == "silence" and ended.t - ended.speech_end == pytest_approx(0.6)
+    off = TurnTaker(TurnOptions(end_of_turn_words=False))  # words do not count: the verdict ends the turn at once
+    [ended] = only(play(off, [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)], words=[("Tell me about", 0.3)]), "UserTurnEnded")
+    assert ended.cause == "model" and ended.t - ended.speech_end == pytest_approx(0.25)
+
+
+@pytest.mark.parametrize(("text", "unfinished"), [
+    ("Tell me about", True), ("I wonder if uh", True), ("I wonder if uh.", True), ("Maybe we could", True), ("The thing is", True),
+    ("I was thinking...", True), ("I was thinking,", True), ("Yesterday I watched, um", True), ("My brother and", True),
+    ("I saw a shooting star last night.", False), ("Yes I can.", False), ("Come in.", False), ("What are you thinking of?", False),
+    ("I was thinking", False), ("Stop!", False), ("", False), ("...", False), ("I told her", False), ("And the", True),
+])  # fmt: skip
+def test_a_transcript_that_stops_where_a_sentence_cannot_end_is_unfinished(text: str, unfinished: bool) -> None:
+    assert ends_mid_sentence(text) == unfinished
