@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import numpy as np
+import pytest
 
-from liveavatar.media import AVFrame
+from liveavatar.media import AudioChunk, AVFrame
 
 
 def luma(image: np.ndarray) -> np.ndarray:
@@ -50,6 +52,24 @@ async def take(frames: AsyncIterator[AVFrame], n: int) -> list[AVFrame]:
         if len(out) == n:
             break
     return out
+
+
+async def seconds_to_cancel_at_first_audio(reply: AsyncIterator, timeout_s: float) -> float:
+    """Stream a dialogue backend's `reply` until its first speech, then cancel it there: the seconds until it stopped."""
+    first_audio = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in reply:
+            if isinstance(event, AudioChunk):
+                first_audio.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_audio.wait(), timeout_s)
+    cancelled = time.perf_counter()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return time.perf_counter() - cancelled
 
 
 def run(coro):  # noqa: ANN001, ANN201 - thin wrapper for readability in tests

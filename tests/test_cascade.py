@@ -20,6 +20,7 @@ from liveavatar.dialogue.registry import DialogueSetup, create_dialogue
 from liveavatar.dialogue.speech.piper_tts import PiperTTS
 from liveavatar.dialogue.speech.voice import VoiceOptions
 from liveavatar.media import AudioChunk, resample
+from helpers import seconds_to_cancel_at_first_audio
 
 PROMPT = "You are Nova, a cheerful astronaut. Answer in one short sentence."
 
@@ -77,23 +78,7 @@ def test_fillers_and_silence_get_no_answer(cascade: CascadeDialogue) -> None:
 
 
 def test_cancelling_a_reply_stops_it_at_once(cascade: CascadeDialogue) -> None:
-    async def scenario() -> float:
-        first_audio = asyncio.Event()
-
-        async def consume() -> None:
-            async for event in cascade.reply(UserTurn(text="Tell me a long story about the moon.")):
-                if isinstance(event, AudioChunk):
-                    first_audio.set()
-
-        task = asyncio.create_task(consume())
-        await asyncio.wait_for(first_audio.wait(), 30)
-        cancelled = time.perf_counter()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return time.perf_counter() - cancelled
-
-    assert asyncio.run(scenario()) < 0.05
+    assert asyncio.run(seconds_to_cancel_at_first_audio(cascade.reply(UserTurn(text="Tell me a long story about the moon.")), 30)) < 0.05
 
 
 def test_history_keeps_what_was_heard_and_forgets_discarded_turns(cascade: CascadeDialogue) -> None:

@@ -7,14 +7,13 @@ the server's own prompt counts and that the speech reaches the avatar, never sam
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
-import pytest
 
 from liveavatar.dialogue.base import DialogueError, TextDelta, UserTurn
 from liveavatar.dialogue.omni_server import OmniServerBackend, Options
 from liveavatar.testing.vllm_omni.server import VllmOmniServer
+from helpers import seconds_to_cancel_at_first_audio
 from omni_helpers import as_pcm16, collect, speech_turn
 from real_helpers import assert_continuous, codec_frames, through_avatar
 
@@ -127,20 +126,7 @@ def test_a_wrong_model_name_is_a_404_that_says_what_to_check(real_server: VllmOm
 def test_cancelling_mid_stream_stops_within_50_ms_and_the_server_answers_the_next_turn(real_server: VllmOmniServer) -> None:
     async def go():  # noqa: ANN202
         ada = backend(real_server)
-        first_audio = asyncio.Event()
-
-        async def consume() -> None:
-            async for event in ada.reply(speech_turn(1.0, 16000)):
-                if not isinstance(event, TextDelta):
-                    first_audio.set()
-
-        task = asyncio.create_task(consume())
-        await asyncio.wait_for(first_audio.wait(), 120)
-        cancelled = time.perf_counter()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        stopped_ms = (time.perf_counter() - cancelled) * 1000
+        stopped_ms = await seconds_to_cancel_at_first_audio(ada.reply(speech_turn(1.0, 16000)), 120) * 1000
         after = await collect(ada, speech_turn(1.0, 16000))
         await ada.aclose()
         return stopped_ms, after

@@ -7,7 +7,6 @@ avatar are checked instead.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from liveavatar.dialogue.base import DialogueError, TextDelta, UserTurn
 from liveavatar.dialogue.omni_realtime import OmniRealtimeBackend, Options
 from liveavatar.media import AudioChunk
 from liveavatar.testing.vllm_omni.server import VllmOmniServer
+from helpers import seconds_to_cancel_at_first_audio
 from omni_helpers import collect, speech_turn
 from real_helpers import ReactiveSpeech, assert_continuous, codec_frames, persona_file, through_avatar
 from user_speech import GREETING, STOP_PLEASE, user_says
@@ -96,22 +96,9 @@ def test_a_text_turn_goes_through_chat_completions_with_the_realtime_turns_in_it
 def test_a_barge_in_drops_the_realtime_reply_within_50_ms_and_the_next_turn_works(real_server: VllmOmniServer) -> None:
     async def go():  # noqa: ANN202
         rt = backend(real_server)
-        first_audio = asyncio.Event()
         turn = speech_turn(1.0, 16000)
         await speak_live(rt, turn)
-
-        async def consume() -> None:
-            async for event in rt.reply(turn):
-                if not isinstance(event, TextDelta):
-                    first_audio.set()
-
-        task = asyncio.create_task(consume())
-        await asyncio.wait_for(first_audio.wait(), 120)
-        cancelled = time.perf_counter()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        stopped_ms = (time.perf_counter() - cancelled) * 1000
+        stopped_ms = await seconds_to_cancel_at_first_audio(rt.reply(turn), 120) * 1000
         nxt = speech_turn(1.0, 16000)
         await speak_live(rt, nxt)
         after = await collect(rt, nxt)
