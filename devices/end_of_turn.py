@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from liveavatar.devices.log_mel import SAMPLE_RATE, log_mel
-from liveavatar.media.packaged import INSTALL_HINT, package_dir
+from liveavatar.media.packaged import packaged_file
 
 MODEL_FILE = "smart-turn-v3.2-cpu.onnx"
 MODEL_FOLDER = ("audio", "turn", "smart_turn", "data")  # inside the `pipecat` package folder
@@ -36,13 +36,7 @@ class EndOfTurnModelMissing(RuntimeError):
 
 def model_path() -> Path:
     """Path of smart-turn-v3.2-cpu.onnx inside the installed pipecat-ai wheel."""
-    folder = package_dir("pipecat")
-    if folder is None:
-        raise EndOfTurnModelMissing(f"the Smart Turn end-of-turn model (pipecat-ai wheel) is not installed; run: {INSTALL_HINT}")
-    path = folder.joinpath(*MODEL_FOLDER, MODEL_FILE)
-    if not path.is_file():
-        raise EndOfTurnModelMissing(f"{path} is missing; reinstall with: {INSTALL_HINT}")
-    return path
+    return packaged_file("pipecat", (*MODEL_FOLDER, MODEL_FILE), "the Smart Turn end-of-turn model (pipecat-ai wheel)", EndOfTurnModelMissing)
 
 
 @dataclass(frozen=True)

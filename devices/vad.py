@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liveavatar.media.packaged import INSTALL_HINT, package_dir
+from liveavatar.media.packaged import packaged_file
 
 SAMPLE_RATE = 16000
 WINDOW = 512  # samples per inference at 16 kHz: 32 ms
@@ -25,13 +25,7 @@ class VADModelMissing(RuntimeError):
 
 def model_path() -> Path:
     """Path of silero_vad.onnx inside the installed wheel."""
-    folder = package_dir("silero_vad")
-    if folder is None:
-        raise VADModelMissing(f"the silero VAD model is not installed; run: {INSTALL_HINT}")
-    path = folder / "data" / MODEL_FILE
-    if not path.is_file():
-        raise VADModelMissing(f"{path} is missing; reinstall with: {INSTALL_HINT}")
-    return path
+    return packaged_file("silero_vad", ("data", MODEL_FILE), "the silero VAD model", VADModelMissing)
 
 
 @dataclass(frozen=True)

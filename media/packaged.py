@@ -23,6 +23,17 @@ def models_dir() -> Path:
     return Path(os.environ.get(MODELS_ENV) or Path(sys.prefix) / "share" / "liveavatar" / "models")
 
 
+def packaged_file(package: str, parts: tuple[str, ...], what: str, missing: type[Exception]) -> Path:
+    """The file at `parts` inside import package `package`; else `missing`, saying what is absent and how to install it."""
+    folder = package_dir(package)
+    if folder is None:
+        raise missing(f"{what} is not installed; run: {INSTALL_HINT}")
+    path = folder.joinpath(*parts)
+    if not path.is_file():
+        raise missing(f"{path} is missing; reinstall with: {INSTALL_HINT}")
+    return path
+
+
 def package_dir(package: str) -> Path | None:
     """The folder of import package `package` (site-packages first, then `models_dir()`), or None when absent."""
     spec = importlib.util.find_spec(package)
