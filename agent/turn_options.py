@@ -31,6 +31,11 @@ class TurnOptions(BaseModel):
     end_of_turn_silence_s: Annotated[float, Field(ge=0.1, le=5.0)] = 0.6
     """Seconds of silence after speech that end the user's turn. With the end-of-turn model on, only when the model
     has not answered by then (a slow model never makes a turn wait longer than the silence rule would)."""
+    prepare_silence_s: Annotated[float, Field(ge=0.0, le=2.0)] = 0.064
+    """Seconds of silence after speech at which the answer starts being prepared (heard, written, spoken, held back)
+    while the person may still go on; it is thrown away if they do. Shorter: the answer is ready sooner, and more
+    prepared answers are thrown away (silero's 32 ms windows: 0.064 s is two of them). Must be below
+    end_of_turn_silence_s."""
     end_of_turn_model: bool = True
     """Let the end-of-turn model (Smart Turn v3.2: hears the user's voice, any dialogue backend) decide whether a
     pause ends the turn. Off: silence alone decides."""
@@ -62,6 +67,11 @@ class TurnOptions(BaseModel):
 
     @model_validator(mode="after")
     def _silences_in_order(self) -> "TurnOptions":
+        if self.prepare_silence_s >= self.end_of_turn_silence_s:
+            raise ValueError(
+                f"expected prepare_silence_s < end_of_turn_silence_s (an answer is prepared before the turn ends), got "
+                f"{self.prepare_silence_s} s and {self.end_of_turn_silence_s} s"
+            )
         if self.end_of_turn_model and not (
             self.end_of_turn_proposal_silence_s < self.end_of_turn_silence_s <= self.end_of_turn_fallback_silence_s
         ):

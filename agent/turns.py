@@ -103,7 +103,7 @@ class InterruptAgent(TurnEvent):
     onset: float | None = None
 
 
-PREEMPT_SILENCE_S = 0.12  # silence after which a reply may be prepared before the turn is over
+SILENCE_TOLERANCE_S = 1e-6  # VAD windows' lengths are sums of floats: 2 x 0.032 s must count as 0.064 s
 
 
 class TurnTaker:
@@ -261,7 +261,7 @@ class TurnTaker:
             return []
         events: list[TurnEvent] = []
         assert self._onset is not None and self._speech_end is not None
-        if not self._preempted and PREEMPT_SILENCE_S <= self._silence_run < o.end_of_turn_silence_s:
+        if not self._preempted and o.prepare_silence_s <= self._silence_run + SILENCE_TOLERANCE_S < o.end_of_turn_silence_s:
             self._preempted = True
             events.append(UserPaused(t, self._onset, self._speech_end))
         if o.end_of_turn_model and not self._proposed and self._silence_run >= o.end_of_turn_proposal_silence_s:

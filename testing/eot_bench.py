@@ -15,6 +15,7 @@ pauses and ends. Measured per kind and overall:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -38,18 +39,24 @@ GAP_S = 0.8  # silence between the avatar's last word and the user's next uttera
 
 @dataclass(frozen=True)
 class Setting:
-    """One pass's end-of-turn setting: the model on or off, the early transcript's words counted or not."""
+    """One pass's end-of-turn setting: the model on or off, the early transcript's words counted or not, and the silence
+    at which the answer starts being prepared (None: the persona's)."""
 
     model: bool
     words: bool
+    prepare_s: float | None = None
 
-    def fields(self) -> dict[str, str]:
+    def fields(self) -> dict[str, str | float]:
         """How the JSON lines name it."""
-        return {"model": "on" if self.model else "off", "words": "on" if self.words else "off"}
+        named: dict[str, str | float] = {"model": "on" if self.model else "off", "words": "on" if self.words else "off"}
+        if self.prepare_s is not None:
+            named["prepare_s"] = self.prepare_s
+        return named
 
 
 SETTINGS = (Setting(model=True, words=True), Setting(model=True, words=False), Setting(model=False, words=False))
 """The defaults, the model alone, and silence alone: side by side in one run."""
+SETTING_NAMES = dict(zip(("defaults", "model-alone", "silence"), SETTINGS))
 
 
 @dataclass
@@ -61,6 +68,7 @@ class Heard:
     response_s: float | None = None
     cut_off: bool = False  # a turn ended before the user's voice did
     cause: str | None = None  # what ended the turn that the answer answered
+    cut_at: list[str] = field(default_factory=list)  # the early transcripts of turns that ended inside the utterance
     vad_lag_s: float | None = None  # voice end -> the VAD's end of speech
     turn_end_s: float | None = None  # the VAD's end of speech -> the turn ended
     model_s: float | None = None  # the end-of-turn model's inference time on the final pause
@@ -87,7 +95,10 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
     from liveavatar.devices.recording import RecordingSink
     from liveavatar.devices.sources import SpeechOnCue
 
-    options = agent.persona.turn_taking.model_copy(update={"end_of_turn_model": setting.model, "end_of_turn_words": setting.words})
+    update: dict[str, bool | float] = {"end_of_turn_model": setting.model, "end_of_turn_words": setting.words}
+    if setting.prepare_s is not None:
+        update["prepare_silence_s"] = setting.prepare_s
+    options = agent.persona.turn_taking.model_validate({**agent.persona.turn_taking.model_dump(), **update})
     clock = Clock()
     source = SpeechOnCue(clock)
     sink = RecordingSink(clock.now, keep=20000)
@@ -133,9 +144,11 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
             await _wait_for(lambda: state["value"] == "listening" and not source.speaking, 40.0)
             await asyncio.sleep(GAP_S)
             _fill_stages(heard, metrics.turns[turns_before:], true_end)
+            heard.cut_at = [t.transcript or "" for t in metrics.turns[turns_before:]
+                            if t.heard_from == "user" and voice_start < t.turn_end < true_end]  # fmt: skip
             result.heard.append(heard)
             _emit(out, "eot_turn", heard.response_s, "s", bench=label, **setting.fields(), n=i + 1, kind=u.kind, text=u.text,
-                  cut_off=heard.cut_off, cause=heard.cause)  # fmt: skip
+                  cut_off=heard.cut_off, cause=heard.cause, cut_at=heard.cut_at)  # fmt: skip
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
@@ -269,8 +282,8 @@ def busy_core():  # noqa: ANN201
         spinner.wait()
 
 
-async def run_eot(out: IO[str], label: str, persona: Path) -> None:
-    """One pass per setting (SETTINGS) over the corpus, each with a fresh agent; prints each pass's figures and the comparison."""
+async def run_eot(out: IO[str], label: str, persona: Path, settings: tuple[Setting, ...] = SETTINGS) -> None:
+    """One pass per setting over the corpus, each with a fresh agent; prints each pass's figures and the comparisons."""
     from liveavatar.agent.chat import make_agent
     from liveavatar.agent.config import load_persona
     from liveavatar.devices.end_of_turn import SmartTurn
@@ -280,7 +293,7 @@ async def run_eot(out: IO[str], label: str, persona: Path) -> None:
     cores = len(os.sched_getaffinity(0))
     passes = {}
     try:
-        for setting in SETTINGS:
+        for setting in settings:
             # A fresh agent per pass: an avatar drops speech of generations at or below any it has cleared, and each
             # conversation numbers its replies from 1.
             agent = make_agent(load_persona(persona), (512, 512))
@@ -291,26 +304,59 @@ async def run_eot(out: IO[str], label: str, persona: Path) -> None:
             passes[setting] = summarize(result, out, label, cores)
     finally:
         model.close()
-    on, alone, off = (passes[setting] for setting in SETTINGS)
     gap = lambda f: None if f["statement"]["median"] is None or f["question"]["median"] is None else round(f["statement"]["median"] - f["question"]["median"], 3)  # noqa: E731
     cut = lambda f: f"{f['hesitation']['cut']}/{f['hesitation']['n']}"  # noqa: E731
-    _emit(out, "eot_model_vs_silence", on["all"]["median"], "s", bench=label, median_model_alone=_round(alone["all"]["median"]),
-          median_off=_round(off["all"]["median"]), p90_on=_round(on["all"]["p90"]), p90_model_alone=_round(alone["all"]["p90"]),
-          p90_off=_round(off["all"]["p90"]), statement_minus_question_on=gap(on), statement_minus_question_off=gap(off),
-          hesitations_cut_on=cut(on), hesitations_cut_model_alone=cut(alone), hesitations_cut_off=cut(off),
-          note="on: model and words (the defaults); model_alone: words off; off: silence alone",
-          goals="median <= 0.6 s, p90 <= 0.8 s, statements <= questions + 0.1 s, hesitations cut <= 5 %, barge-in <= 0.25 s; busy core: median <= 0.9 s")  # fmt: skip
+    if all(setting in passes for setting in SETTINGS):
+        on, alone, off = (passes[setting] for setting in SETTINGS)
+        _emit(out, "eot_model_vs_silence", on["all"]["median"], "s", bench=label, median_model_alone=_round(alone["all"]["median"]),
+              median_off=_round(off["all"]["median"]), p90_on=_round(on["all"]["p90"]), p90_model_alone=_round(alone["all"]["p90"]),
+              p90_off=_round(off["all"]["p90"]), statement_minus_question_on=gap(on), statement_minus_question_off=gap(off),
+              hesitations_cut_on=cut(on), hesitations_cut_model_alone=cut(alone), hesitations_cut_off=cut(off),
+              note="on: model and words (the defaults); model_alone: words off; off: silence alone",
+              goals="median <= 0.6 s, p90 <= 0.8 s, statements <= questions + 0.1 s, hesitations cut <= 5 %, barge-in <= 0.25 s; busy core: median <= 0.9 s")  # fmt: skip
+    defaults = passes.get(SETTINGS[0])
+    for setting, figures in passes.items():
+        if defaults is not None and setting.prepare_s is not None and (setting.model, setting.words) == (True, True):
+            _emit(out, "eot_prepare_silence", figures["all"]["median"], "s", bench=label, prepare_s=setting.prepare_s,
+                  median_defaults=_round(defaults["all"]["median"]), p90=_round(figures["all"]["p90"]),
+                  p90_defaults=_round(defaults["all"]["p90"]), hesitations_cut=cut(figures), hesitations_cut_defaults=cut(defaults),
+                  note="the defaults with another prepare_silence_s, measured in the same run")  # fmt: skip
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def bench_eot(out: IO[str], load: bool = False, persona: Path | None = None) -> None:
+def bench_eot(out: IO[str], load: bool = False, persona: Path | None = None, settings: tuple[Setting, ...] = SETTINGS) -> None:
     """The end-of-turn benchmark on a quiet machine (`load` False) or with one core kept busy by another process."""
     persona = persona or EXAMPLES / "nova-live.yaml"
     if not load:
-        asyncio.run(run_eot(out, "eot", persona))
+        asyncio.run(run_eot(out, "eot", persona, settings))
         return
     with busy_core():
-        asyncio.run(run_eot(out, "eot-load", persona))
+        asyncio.run(run_eot(out, "eot-load", persona, settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`liveavatar bench eot` with more choices: the load, the persona, and passes with other prepare silences."""
+    parser = argparse.ArgumentParser(prog="python -m liveavatar.testing.eot_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--load", action="store_true", help="keep one core busy with another process (as `eot-load`)")
+    parser.add_argument("--persona", type=Path, default=None, help="persona YAML (default: examples/nova-live.yaml)")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTING_NAMES), default=list(SETTING_NAMES),
+                        help="passes to run, in this order (default: all three)")
+    parser.add_argument("--prepare-s", type=float, nargs="*", default=[],
+                        help="also run the defaults with these prepare_silence_s values (seconds), right after the defaults' pass")
+    args = parser.parse_args(argv)
+    settings: list[Setting] = []
+    for name in args.settings:
+        settings.append(SETTING_NAMES[name])
+        if name == "defaults":
+            settings += [Setting(model=True, words=True, prepare_s=p) for p in args.prepare_s]
+    if args.prepare_s and "defaults" not in args.settings:
+        parser.error("--prepare-s compares with the defaults: keep 'defaults' in --settings")
+    bench_eot(sys.stdout, load=args.load, persona=args.persona, settings=tuple(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from liveavatar.agent.turn_options import TurnOptions
-from liveavatar.agent.turns import PREEMPT_SILENCE_S, EndOfTurnProposed, Floor, TurnTaker, UserPaused, UserTurnEnded
+from liveavatar.agent.turns import EndOfTurnProposed, Floor, TurnTaker, UserPaused, UserTurnEnded
 from liveavatar.agent.unfinished import ends_mid_sentence
 
 W = 0.032  # one silero window
@@ -60,7 +60,7 @@ def test_without_the_model_a_user_turn_starts_after_0_2_s_of_speech_and_ends_aft
     assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserTurnEnded"]
     started, paused, ended = events
     assert started.onset == pytest_approx(1.0) and started.t - started.onset == pytest_approx(0.2)
-    assert paused.t - ended.speech_end == pytest_approx(PREEMPT_SILENCE_S)
+    assert paused.t - ended.speech_end == pytest_approx(TurnOptions().prepare_silence_s)
     assert ended.speech_end == pytest_approx(2.5) and ended.t - ended.speech_end == pytest_approx(0.6) and not ended.over_agent
     assert taker.floor == Floor.IDLE
 
@@ -83,6 +83,26 @@ def test_a_pause_inside_the_turn_prepares_then_continues() -> None:
     events = play(taker, [(1.0, 2.0, 0.9), (2.4, 3.0, 0.9)], until=4.0)  # a 0.4 s pause in the middle
     assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserResumed", "UserPaused", "UserTurnEnded"]
     assert events[-1].onset == pytest_approx(1.0) and events[-1].speech_end == pytest_approx(3.0)
+
+
+@pytest.mark.parametrize("prepare_s", [0.032, 0.064, 0.2])
+def test_the_answer_is_prepared_after_the_prepare_silence_and_dropped_when_the_person_goes_on(prepare_s: float) -> None:
+    taker = TurnTaker(TurnOptions(prepare_silence_s=prepare_s, **SILENCE_ONLY))
+    gap = round(prepare_s + W, 6)  # one window longer than the prepare silence: the person goes on after it
+    events = play(taker, [(1.0, 2.0, 0.9), (2.0 + gap, 3.0, 0.9)], until=4.0)
+    assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserResumed", "UserPaused", "UserTurnEnded"]
+    first, resumed, last, ended = events[1:]
+    # at the end of the first window that completes the prepare silence
+    assert first.speech_end == pytest_approx(2.0) and prepare_s - 1e-6 <= first.t - first.speech_end < prepare_s + W
+    assert resumed.t == pytest_approx(2.0 + gap + W)
+    assert prepare_s - 1e-6 <= last.t - last.speech_end < prepare_s + W and ended.speech_end == pytest_approx(3.0)
+
+
+def test_a_gap_shorter_than_the_prepare_silence_prepares_nothing() -> None:
+    taker = TurnTaker(TurnOptions(prepare_silence_s=0.096, **SILENCE_ONLY))
+    events = play(taker, [(1.0, 2.0, 0.9), (2.064, 3.0, 0.9)], until=4.0)  # two silent windows inside the words
+    assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserTurnEnded"]
+    assert events[1].speech_end == pytest_approx(3.0)
 
 
 def test_speech_over_the_avatar_pauses_it_then_a_real_turn_interrupts() -> None:
@@ -235,6 +255,8 @@ def test_options_keep_the_silences_in_order() -> None:
     with pytest.raises(ValueError, match="got 0.2 s, 0.6 s, 0.5 s"):  # fallback shorter than the silence rule
         TurnOptions(end_of_turn_fallback_silence_s=0.5)
     assert TurnOptions(end_of_turn_model=False, end_of_turn_fallback_silence_s=0.5).end_of_turn_fallback_silence_s == 0.5
+    with pytest.raises(ValueError, match="prepare_silence_s < end_of_turn_silence_s.*got 0.6 s and 0.6 s"):
+        TurnOptions(prepare_silence_s=0.6)
 
 
 def test_a_reply_that_starts_while_the_user_has_gone_on_is_held_as_if_they_had_barged_in() -> None:

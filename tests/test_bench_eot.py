@@ -1,0 +1,42 @@
+"""The end-of-turn benchmark on two utterances: it measures real answers and names its setting (figures: `liveavatar
+bench eot`)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+from liveavatar.testing.eot_bench import Setting, run_pass
+from liveavatar.testing.eot_corpus import Utterance, say, user_voices, voice_span
+
+
+def test_a_short_eot_pass_answers_each_utterance_and_reports_its_setting(examples: Path, end_of_turn) -> None:  # noqa: ANN001
+    from liveavatar.agent.chat import make_agent
+    from liveavatar.agent.config import load_persona
+
+    voices = user_voices()
+    utterances = []
+    for kind, text in (("question", "Do you like music?"), ("statement", "I have never seen the ocean.")):
+        pcm, _ = say(voices[len(utterances)], text)
+        utterances.append(Utterance(kind, text, pcm, *voice_span(pcm)))
+    stop = say(voices[0], "Stop and tell me something else.")[0]
+    out = io.StringIO()
+    setting = Setting(model=True, words=True, prepare_s=0.096)
+
+    async def one_pass():  # noqa: ANN202 - PassResult
+        agent = make_agent(load_persona(examples / "nova-live.yaml"), (256, 256))
+        try:
+            return await run_pass(agent, utterances, [stop], setting, end_of_turn, out, "eot")
+        finally:
+            await agent.aclose()
+
+    result = asyncio.run(one_pass())
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["n"], line["kind"], line["prepare_s"], line["model"]) for line in lines] == [
+        (1, "question", 0.096, "on"), (2, "statement", 0.096, "on")]  # fmt: skip
+    responses = [h.response_s for h in result.heard]
+    assert all(r is not None and 0.2 < r < 3.0 for r in responses), responses  # voice end -> first voiced frame
+    assert all(line["cut_at"] == [] and not line["cut_off"] for line in lines), lines  # whole sentences, said in one breath
+    assert all(h.cause in ("model", "question", "silence", "fallback") for h in result.heard), [h.cause for h in result.heard]
