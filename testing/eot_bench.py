@@ -39,19 +39,35 @@ GAP_S = 0.8  # silence between the avatar's last word and the user's next uttera
 
 @dataclass(frozen=True)
 class Setting:
-    """One pass's end-of-turn setting: the model on or off, the early transcript's words counted or not, and the silence
-    at which the answer starts being prepared (None: the persona's)."""
+    """One pass's end-of-turn setting: the model on or off, the early transcript's words counted or not, and optionally
+    one more persona option changed ("section.option=value", e.g. "turn_taking.prepare_silence_s=0.128")."""
 
     model: bool
     words: bool
-    prepare_s: float | None = None
+    change: str | None = None
 
-    def fields(self) -> dict[str, str | float]:
+    def fields(self) -> dict[str, str]:
         """How the JSON lines name it."""
-        named: dict[str, str | float] = {"model": "on" if self.model else "off", "words": "on" if self.words else "off"}
-        if self.prepare_s is not None:
-            named["prepare_s"] = self.prepare_s
+        named = {"model": "on" if self.model else "off", "words": "on" if self.words else "off"}
+        if self.change is not None:
+            named["change"] = self.change
         return named
+
+    def persona(self, persona):  # noqa: ANN001, ANN201 - Persona
+        """`persona` with this setting's change (validated as the persona file's would be) and its end-of-turn switches."""
+        updates = {"turn_taking": {"end_of_turn_model": self.model, "end_of_turn_words": self.words}}
+        if self.change is not None:
+            key, _, value = self.change.partition("=")
+            section, _, option = key.partition(".")
+            if section not in ("turn_taking", "dialogue_options", "avatar_options", "voice") or not option or not value:
+                raise ValueError(f"change {self.change!r}: expected SECTION.OPTION=VALUE with SECTION one of turn_taking, "
+                                 "dialogue_options, avatar_options, voice")  # fmt: skip
+            updates.setdefault(section, {})[option] = value
+        changed = {}
+        for section, values in updates.items():
+            current = getattr(persona, section)
+            changed[section] = type(current).model_validate({**current.model_dump(), **values})
+        return persona.model_copy(update=changed)
 
 
 SETTINGS = (Setting(model=True, words=True), Setting(model=True, words=False), Setting(model=False, words=False))
@@ -95,10 +111,7 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
     from liveavatar.devices.recording import RecordingSink
     from liveavatar.devices.sources import SpeechOnCue
 
-    update: dict[str, bool | float] = {"end_of_turn_model": setting.model, "end_of_turn_words": setting.words}
-    if setting.prepare_s is not None:
-        update["prepare_silence_s"] = setting.prepare_s
-    options = agent.persona.turn_taking.model_validate({**agent.persona.turn_taking.model_dump(), **update})
+    options = setting.persona(agent.persona).turn_taking
     clock = Clock()
     source = SpeechOnCue(clock)
     sink = RecordingSink(clock.now, keep=20000)
@@ -296,7 +309,7 @@ async def run_eot(out: IO[str], label: str, persona: Path, settings: tuple[Setti
         for setting in settings:
             # A fresh agent per pass: an avatar drops speech of generations at or below any it has cleared, and each
             # conversation numbers its replies from 1.
-            agent = make_agent(load_persona(persona), (512, 512))
+            agent = make_agent(setting.persona(load_persona(persona)), (512, 512))
             try:
                 result = await run_pass(agent, utterances, stops, setting, model, out, label)
             finally:
@@ -316,11 +329,11 @@ async def run_eot(out: IO[str], label: str, persona: Path, settings: tuple[Setti
               goals="median <= 0.6 s, p90 <= 0.8 s, statements <= questions + 0.1 s, hesitations cut <= 5 %, barge-in <= 0.25 s; busy core: median <= 0.9 s")  # fmt: skip
     defaults = passes.get(SETTINGS[0])
     for setting, figures in passes.items():
-        if defaults is not None and setting.prepare_s is not None and (setting.model, setting.words) == (True, True):
-            _emit(out, "eot_prepare_silence", figures["all"]["median"], "s", bench=label, prepare_s=setting.prepare_s,
+        if defaults is not None and setting.change is not None and (setting.model, setting.words) == (True, True):
+            _emit(out, "eot_change_vs_defaults", figures["all"]["median"], "s", bench=label, change=setting.change,
                   median_defaults=_round(defaults["all"]["median"]), p90=_round(figures["all"]["p90"]),
                   p90_defaults=_round(defaults["all"]["p90"]), hesitations_cut=cut(figures), hesitations_cut_defaults=cut(defaults),
-                  note="the defaults with another prepare_silence_s, measured in the same run")  # fmt: skip
+                  note="the defaults with one persona option changed, measured in the same run")  # fmt: skip
 
 
 def _round(value: float | None) -> float | None:
@@ -338,22 +351,32 @@ def bench_eot(out: IO[str], load: bool = False, persona: Path | None = None, set
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`liveavatar bench eot` with more choices: the load, the persona, and passes with other prepare silences."""
+    """`liveavatar bench eot` with more choices: the load, the persona, which passes, and passes with an option changed."""
+    from liveavatar.agent.config import load_persona
+
     parser = argparse.ArgumentParser(prog="python -m liveavatar.testing.eot_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--load", action="store_true", help="keep one core busy with another process (as `eot-load`)")
     parser.add_argument("--persona", type=Path, default=None, help="persona YAML (default: examples/nova-live.yaml)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTING_NAMES), default=list(SETTING_NAMES),
                         help="passes to run, in this order (default: all three)")
-    parser.add_argument("--prepare-s", type=float, nargs="*", default=[],
-                        help="also run the defaults with these prepare_silence_s values (seconds), right after the defaults' pass")
+    parser.add_argument("--also", nargs="*", default=[], metavar="SECTION.OPTION=VALUE",
+                        help="also run the defaults with one persona option changed, one pass each, right after the defaults' "
+                             "pass (SECTION: turn_taking, dialogue_options, avatar_options, voice; e.g. "
+                             "turn_taking.prepare_silence_s=0.128 dialogue_options.llm_threads=1)")
     args = parser.parse_args(argv)
     settings: list[Setting] = []
     for name in args.settings:
         settings.append(SETTING_NAMES[name])
         if name == "defaults":
-            settings += [Setting(model=True, words=True, prepare_s=p) for p in args.prepare_s]
-    if args.prepare_s and "defaults" not in args.settings:
-        parser.error("--prepare-s compares with the defaults: keep 'defaults' in --settings")
+            settings += [Setting(model=True, words=True, change=change) for change in args.also]
+    if args.also and "defaults" not in args.settings:
+        parser.error("--also compares with the defaults: keep 'defaults' in --settings")
+    persona = load_persona(args.persona or EXAMPLES / "nova-live.yaml")
+    for setting in settings:
+        try:
+            setting.persona(persona)
+        except ValueError as exc:  # pydantic's ValidationError is one
+            parser.error(str(exc))
     bench_eot(sys.stdout, load=args.load, persona=args.persona, settings=tuple(settings))
     return 0
 

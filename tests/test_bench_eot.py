@@ -23,7 +23,7 @@ def test_a_short_eot_pass_answers_each_utterance_and_reports_its_setting(example
         utterances.append(Utterance(kind, text, pcm, *voice_span(pcm)))
     stop = say(voices[0], "Stop and tell me something else.")[0]
     out = io.StringIO()
-    setting = Setting(model=True, words=True, prepare_s=0.096)
+    setting = Setting(model=True, words=True, change="turn_taking.prepare_silence_s=0.096")
 
     async def one_pass():  # noqa: ANN202 - PassResult
         agent = make_agent(load_persona(examples / "nova-live.yaml"), (256, 256))
@@ -34,8 +34,8 @@ def test_a_short_eot_pass_answers_each_utterance_and_reports_its_setting(example
 
     result = asyncio.run(one_pass())
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(line["n"], line["kind"], line["prepare_s"], line["model"]) for line in lines] == [
-        (1, "question", 0.096, "on"), (2, "statement", 0.096, "on")]  # fmt: skip
+    assert [(line["n"], line["kind"], line["change"], line["model"]) for line in lines] == [
+        (1, "question", setting.change, "on"), (2, "statement", setting.change, "on")]  # fmt: skip
     responses = [h.response_s for h in result.heard]
     assert all(r is not None and 0.2 < r < 3.0 for r in responses), responses  # voice end -> first voiced frame
     assert all(line["cut_at"] == [] and not line["cut_off"] for line in lines), lines  # whole sentences, said in one breath
