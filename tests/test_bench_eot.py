@@ -1,5 +1,5 @@
-"""The end-of-turn benchmark on two utterances: it measures real answers and names its setting (figures: `liveavatar
-bench eot`)."""
+"""The end-of-turn benchmark on two utterances (it measures real answers and names its setting; figures: `liveavatar
+bench eot`), and the reply chain's stage timings (`python -m liveavatar.testing.chain_bench`) on one call each."""
 
 from __future__ import annotations
 
@@ -40,3 +40,16 @@ def test_a_short_eot_pass_answers_each_utterance_and_reports_its_setting(example
     assert all(r is not None and 0.2 < r < 3.0 for r in responses), responses  # voice end -> first voiced frame
     assert all(line["cut_at"] == [] and not line["cut_off"] for line in lines), lines  # whole sentences, said in one breath
     assert all(h.cause in ("model", "question", "silence", "fallback") for h in result.heard), [h.cause for h in result.heard]
+
+
+def test_the_reply_chain_bench_times_every_stage() -> None:
+    from liveavatar.testing.chain_bench import run
+
+    out = io.StringIO()
+    run(out, runs=1)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["name"], line.get("threads"), line.get("shaped")) for line in lines] == [
+        ("chain_asr", None, None), ("chain_end_of_turn_model", None, None), ("chain_llm_first_piece", 1, None),
+        ("chain_llm_first_piece", 2, None), ("chain_tts_first_piece", None, False), ("chain_tts_first_piece", None, True)]  # fmt: skip
+    assert all(0.0 < line["value"] < 10.0 for line in lines), lines
+    assert all(0 < line["new_prompt_tokens"] < 40 for line in lines if line["name"] == "chain_llm_first_piece"), lines

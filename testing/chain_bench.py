@@ -1,0 +1,102 @@
+"""`python -m liveavatar.testing.chain_bench`: each stage of the cascade's reply chain timed alone, as JSON lines.
+
+What the answer to a turn must wait for, stage by stage, on this machine with nothing else of ours running:
+Whisper on a spoken statement, the end-of-turn model on it, SmolLM2's first piece (the words the splitter
+hands to speech first) with 1 and 2 threads, and Piper's first piece plain and shaped (the example persona's
+pitch and formant shift). Medians over `--runs` calls. The live loop (`liveavatar bench eot`) runs them on
+the same cores as the avatar, so they cost more there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import IO
+
+STATEMENTS = ["I have never seen the ocean.", "Tell me about the rings of Saturn.", "My favourite colour is dark blue.",
+              "Do you like music?", "What did you eat for breakfast?"]  # fmt: skip
+SYSTEM = "You are Nova, a cheerful astronaut talking face to face with someone. Answer in one or two short sentences."
+FIRST_PIECE = "Oh, I love it"  # what the splitter hands to speech first: a clause or three words
+
+
+def _emit(out: IO[str], name: str, seconds: list[float], **fields: object) -> None:
+    out.write(json.dumps({"name": name, "value": round(statistics.median(seconds), 4), "unit": "s", "bench": "chain",
+                          "runs": len(seconds), "min": round(min(seconds), 4), **fields}) + "\n")  # fmt: skip
+    out.flush()
+
+
+def _timed(work: Callable[[], object], runs: int) -> list[float]:
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+async def _first_piece_s(llm, question: str) -> tuple[float, int]:  # noqa: ANN001 - LocalLLM
+    """Seconds from the request to the splitter's first piece, the prompt's start already read in the background (as
+    after every reply), and the prompt tokens left to read."""
+    from liveavatar.dialogue.speech.sentences import SentenceSplitter
+
+    prefix = [{"role": "system", "content": SYSTEM}]
+    messages = [*prefix, {"role": "user", "content": question}]
+    llm.prefill(prefix)
+    new_tokens = llm.uncached_tokens(messages)  # waits for the background read
+    splitter = SentenceSplitter(3, 3)
+    started = time.perf_counter()
+    async for delta in llm.stream(messages, 48, 0.5):
+        if splitter.feed(delta):
+            break
+    return time.perf_counter() - started, new_tokens
+
+
+def run(out: IO[str], runs: int) -> None:
+    """Time every stage; one JSON line each."""
+    from liveavatar.devices.end_of_turn import SmartTurn
+    from liveavatar.dialogue.asr import WhisperASR
+    from liveavatar.dialogue.llm import LocalLLM
+    from liveavatar.dialogue.speech.piper_tts import PiperTTS
+    from liveavatar.dialogue.speech.voice import VoiceOptions
+    from liveavatar.testing.eot_corpus import say, user_voices
+
+    pcm, _ = say(user_voices()[0], STATEMENTS[0])
+    spoken_s = round(len(pcm) / 16000, 2)
+    asr = WhisperASR()
+    _emit(out, "chain_asr", _timed(lambda: asr.transcribe(pcm), runs), audio_s=spoken_s, model="whisper tiny.en")
+    model = SmartTurn()
+    try:
+        _emit(out, "chain_end_of_turn_model", _timed(lambda: model.probability(pcm), runs), audio_s=spoken_s)
+    finally:
+        model.close()
+    for threads in (1, 2):
+        llm = LocalLLM(threads=threads)
+        try:
+            timed = [asyncio.run(_first_piece_s(llm, STATEMENTS[i % len(STATEMENTS)])) for i in range(runs)]
+        finally:
+            llm.close()
+        _emit(out, "chain_llm_first_piece", [s for s, _ in timed], threads=threads, model="smollm2-135m",
+              new_prompt_tokens=statistics.median(n for _, n in timed))  # fmt: skip
+    for shaped in (False, True):
+        voice = VoiceOptions(pitch_semitones=7, formant_shift=1.16, speaking_rate=1.05) if shaped else VoiceOptions()
+        tts = PiperTTS(voice)
+        _emit(out, "chain_tts_first_piece", _timed(lambda: list(tts.synthesize(FIRST_PIECE)), runs), text=FIRST_PIECE,  # noqa: B023
+              shaped=shaped)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the stages' times as JSON lines."""
+    parser = argparse.ArgumentParser(prog="python -m liveavatar.testing.chain_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="calls per stage (default 5)")
+    args = parser.parse_args(argv)
+    run(sys.stdout, max(1, args.runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
