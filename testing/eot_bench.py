@@ -371,12 +371,12 @@ def main(argv: list[str] | None = None) -> int:
             settings += [Setting(model=True, words=True, change=change) for change in args.also]
     if args.also and "defaults" not in args.settings:
         parser.error("--also compares with the defaults: keep 'defaults' in --settings")
-    persona = load_persona(args.persona or EXAMPLES / "nova-live.yaml")
-    for setting in settings:
-        try:
+    try:
+        persona = load_persona(args.persona or EXAMPLES / "nova-live.yaml")
+        for setting in settings:
             setting.persona(persona)
-        except ValueError as exc:  # pydantic's ValidationError is one
-            parser.error(str(exc))
+    except ValueError as exc:  # a bad persona file (ConfigError) or change (pydantic's ValidationError)
+        parser.error(str(exc))
     bench_eot(sys.stdout, load=args.load, persona=args.persona, settings=tuple(settings))
     return 0
 
