@@ -2,8 +2,8 @@
 
 What the answer to a turn must wait for, stage by stage, on this machine with nothing else of ours running:
 Whisper on a spoken statement, the end-of-turn model on it, SmolLM2's first piece (the words the splitter
-hands to speech first) with 1 and 2 threads, and Piper's first piece plain and shaped (the example persona's
-pitch and formant shift). Medians over `--runs` calls. The live loop (`liveavatar bench eot`) runs them on
+hands to speech first) with 1 and 2 threads, after the example persona's system prompt, and Piper's first piece
+plain and in that persona's shaped voice. Medians over `--runs` calls. The live loop (`liveavatar bench eot`) runs them on
 the same cores as the avatar, so they cost more there.
 """
 
@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from typing import IO
 
+from liveavatar.testing.bench_live import EXAMPLES, _emit
+
 STATEMENTS = ["I have never seen the ocean.", "Tell me about the rings of Saturn.", "My favourite colour is dark blue.",
               "Do you like music?", "What did you eat for breakfast?"]  # fmt: skip
-SYSTEM = "You are Nova, a cheerful astronaut talking face to face with someone. Answer in one or two short sentences."
 FIRST_PIECE = "Oh, I love it"  # what the splitter hands to speech first: a clause or three words
+PERSONA = EXAMPLES / "nova-live.yaml"  # its system prompt and its shaped voice
 
 
-def _emit(out: IO[str], name: str, seconds: list[float], **fields: object) -> None:
-    out.write(json.dumps({"name": name, "value": round(statistics.median(seconds), 4), "unit": "s", "bench": "chain",
-                          "runs": len(seconds), "min": round(min(seconds), 4), **fields}) + "\n")  # fmt: skip
-    out.flush()
+def _emit_times(out: IO[str], name: str, seconds: list[float], **fields: object) -> None:
+    _emit(out, name, statistics.median(seconds), "s", bench="chain", runs=len(seconds), min=round(min(seconds), 4), **fields)
 
 
 def _timed(work: Callable[[], object], runs: int) -> list[float]:
@@ -39,12 +38,12 @@ def _timed(work: Callable[[], object], runs: int) -> list[float]:
     return seconds
 
 
-async def _first_piece_s(llm, question: str) -> tuple[float, int]:  # noqa: ANN001 - LocalLLM
+async def _first_piece_s(llm, system_prompt: str, question: str) -> tuple[float, int]:  # noqa: ANN001 - LocalLLM
     """Seconds from the request to the splitter's first piece, the prompt's start already read in the background (as
     after every reply), and the prompt tokens left to read."""
     from liveavatar.dialogue.speech.sentences import SentenceSplitter
 
-    prefix = [{"role": "system", "content": SYSTEM}]
+    prefix = [{"role": "system", "content": system_prompt}]
     messages = [*prefix, {"role": "user", "content": question}]
     llm.prefill(prefix)
     new_tokens = llm.uncached_tokens(messages)  # waits for the background read
@@ -58,6 +57,7 @@ async def _first_piece_s(llm, question: str) -> tuple[float, int]:  # noqa: ANN0
 
 def run(out: IO[str], runs: int) -> None:
     """Time every stage; one JSON line each."""
+    from liveavatar.agent.config import load_persona
     from liveavatar.devices.end_of_turn import SmartTurn
     from liveavatar.dialogue.asr import WhisperASR
     from liveavatar.dialogue.llm import LocalLLM
@@ -65,27 +65,27 @@ def run(out: IO[str], runs: int) -> None:
     from liveavatar.dialogue.speech.voice import VoiceOptions
     from liveavatar.testing.eot_corpus import say, user_voices
 
+    persona = load_persona(PERSONA)
     pcm, _ = say(user_voices()[0], STATEMENTS[0])
     spoken_s = round(len(pcm) / 16000, 2)
     asr = WhisperASR()
-    _emit(out, "chain_asr", _timed(lambda: asr.transcribe(pcm), runs), audio_s=spoken_s, model="whisper tiny.en")
+    _emit_times(out, "chain_asr", _timed(lambda: asr.transcribe(pcm), runs), audio_s=spoken_s, model="whisper tiny.en")
     model = SmartTurn()
     try:
-        _emit(out, "chain_end_of_turn_model", _timed(lambda: model.probability(pcm), runs), audio_s=spoken_s)
+        _emit_times(out, "chain_end_of_turn_model", _timed(lambda: model.probability(pcm), runs), audio_s=spoken_s)
     finally:
         model.close()
     for threads in (1, 2):
         llm = LocalLLM(threads=threads)
         try:
-            timed = [asyncio.run(_first_piece_s(llm, STATEMENTS[i % len(STATEMENTS)])) for i in range(runs)]
+            timed = [asyncio.run(_first_piece_s(llm, persona.system_prompt, STATEMENTS[i % len(STATEMENTS)])) for i in range(runs)]
         finally:
             llm.close()
-        _emit(out, "chain_llm_first_piece", [s for s, _ in timed], threads=threads, model="smollm2-135m",
+        _emit_times(out, "chain_llm_first_piece", [s for s, _ in timed], threads=threads, model="smollm2-135m",
               new_prompt_tokens=statistics.median(n for _, n in timed))  # fmt: skip
     for shaped in (False, True):
-        voice = VoiceOptions(pitch_semitones=7, formant_shift=1.16, speaking_rate=1.05) if shaped else VoiceOptions()
-        tts = PiperTTS(voice)
-        _emit(out, "chain_tts_first_piece", _timed(lambda: list(tts.synthesize(FIRST_PIECE)), runs), text=FIRST_PIECE,  # noqa: B023
+        tts = PiperTTS(persona.voice if shaped else VoiceOptions(), persona.base_dir)
+        _emit_times(out, "chain_tts_first_piece", _timed(lambda: list(tts.synthesize(FIRST_PIECE)), runs), text=FIRST_PIECE,  # noqa: B023
               shaped=shaped)  # fmt: skip
 
 

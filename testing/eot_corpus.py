@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from liveavatar.testing.bench_live import voice_span  # noqa: F401 - where the voice is in an utterance: its users import it from here
+
 RATE = 16000
 QUESTIONS = [
     "What is it like to float in space?", "Do you ever miss the rain?", "What did you eat for breakfast?",
@@ -49,14 +51,6 @@ class Utterance:
     voice_start: float
     voice_end: float
     pause: tuple[float, float] | None = None  # a hesitation's inserted silence (from, to)
-
-
-def voice_span(pcm: np.ndarray, rate: int = RATE) -> tuple[float, float]:
-    """Seconds from the start of `pcm` to its first and last audible 10 ms (above -34 dBFS)."""
-    hop = rate // 100
-    frames = pcm[: len(pcm) // hop * hop].reshape(-1, hop)
-    loud = np.nonzero(np.sqrt(np.mean(frames**2, axis=1)) > 0.02)[0]
-    return loud[0] / 100, (loud[-1] + 1) / 100
 
 
 def user_voices():  # noqa: ANN201 - PiperTTS
