@@ -74,7 +74,7 @@ class Listener:
             self._live.captured(pcm, captured_at)
             for window in self._vad.feed(pcm):
                 end = self._t0 + window.end_s
-                for event in self.taker.vad(end - WINDOW / SAMPLE_RATE, end, window.probability):
+                for event in self.taker.vad(end - WINDOW / SAMPLE_RATE, end, window.probability, window.level_db):
                     self.post(event)
 
     def user_turn(self, span: UserSpan) -> UserTurn:

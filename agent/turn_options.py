@@ -36,6 +36,12 @@ class TurnOptions(BaseModel):
     while the person may still go on; it is thrown away if they do. Shorter: the answer is ready sooner, and more
     prepared answers are thrown away (silero's 32 ms windows: 0.064 s is two of them). Must be below
     end_of_turn_silence_s."""
+    end_of_speech_quiet_db: Annotated[float, Field(gt=0.0, le=90.0)] | None = 30.0
+    """Decibels below the turn's loudest 32 ms window at which the voice counts as fallen quiet. Silero's probability
+    stays above the threshold for about 0.1 s after a voice fades out, so once it hears silence, the silence is counted
+    from the first of the quiet windows just before (at most 0.25 s back, QUIET_TAIL_MAX_S in turns.py): every rule
+    below (prepare, proposal, question, end of turn) acts that much sooner, as pipecat's VAD does with its volume gate.
+    A room whose noise is within this many dB of the voice changes nothing. None: silence starts where the VAD's does."""
     end_of_turn_model: bool = True
     """Let the end-of-turn model (Smart Turn v3.2: hears the user's voice, any dialogue backend) decide whether a
     pause ends the turn. Off: silence alone decides."""

@@ -23,6 +23,7 @@ whatever the model said; words ending in "?" end it after `question_end_silence_
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from liveavatar.agent.turn_options import TurnOptions
@@ -104,6 +105,7 @@ class InterruptAgent(TurnEvent):
 
 
 SILENCE_TOLERANCE_S = 1e-6  # VAD windows' lengths are sums of floats: 2 x 0.032 s must count as 0.064 s
+QUIET_TAIL_MAX_S = 0.25  # the most of a quiet tail counted as silence: silero's lag after a fade (the bench's p90: 0.24 s)
 
 
 class TurnTaker:
@@ -116,7 +118,10 @@ class TurnTaker:
         self._speech_run = 0.0  # seconds of speech in the current run (resets after the silence window)
         self._silence_run = 0.0
         self._onset: float | None = None  # start of the current speech run
-        self._speech_end: float | None = None  # end of the last speech window
+        self._speech_end: float | None = None  # end of the last speech window (or where the voice fell quiet before it)
+        self._loudest_db = -math.inf  # the loudest window of the current speech run, dBFS
+        self._quiet_since: float | None = None  # start of the trailing speech windows quieter than the voice by the option's dB
+        self._quiet_tail = 0.0  # seconds of this pause's silence that were the voice's quiet tail (before the VAD's silence)
         self._in_turn = False  # a speech run long enough to be a turn (or an interruption) is in progress
         self._preempted = False
         self._question = False  # the words so far end in a question mark (a hint from speech recognition)
@@ -152,14 +157,14 @@ class TurnTaker:
             self.floor = Floor.IDLE
         return []
 
-    def vad(self, start: float, end: float, probability: float) -> list[TurnEvent]:
-        """One VAD window [start, end) seconds with its speech probability."""
+    def vad(self, start: float, end: float, probability: float, level_db: float | None = None) -> list[TurnEvent]:
+        """One VAD window [start, end) seconds with its speech probability and, when known, its loudness (dBFS)."""
         dt = end - start
         speech = probability >= self.options.vad_threshold and not self._echo(start)
         events: list[TurnEvent] = []
         if speech:
             if self._onset is None:
-                self._onset, self._speech_run = start, 0.0
+                self._onset, self._speech_run, self._loudest_db = start, 0.0, -math.inf
             if self._preempted:
                 self._preempted, self._question = False, False
                 events.append(UserResumed(end))
@@ -167,8 +172,12 @@ class TurnTaker:
             self._speech_run += dt
             self._silence_run = 0.0
             self._speech_end = end
+            self._follow_loudness(start, level_db)
             events += self._on_speech(end)
         elif self._onset is not None:
+            if self._silence_run == 0.0:
+                self._quiet_tail = 0.0
+                self._count_quiet_tail()
             self._silence_run += dt
             events += self._on_silence(end)
         events += self._check_timeout(end)
@@ -231,6 +240,27 @@ class TurnTaker:
         """Speech right after the avatar starts talking is taken for echo while the guard lasts."""
         return self._agent_speaking and t - self._agent_started_at < self.options.echo_guard_s
 
+    def _follow_loudness(self, start: float, level_db: float | None) -> None:
+        """Track the speech run's loudest window and whether the voice has fallen quiet since (`end_of_speech_quiet_db`)."""
+        quiet_db = self.options.end_of_speech_quiet_db
+        if quiet_db is None or level_db is None:
+            self._quiet_since = None
+            return
+        self._loudest_db = max(self._loudest_db, level_db)
+        if level_db >= self._loudest_db - quiet_db:
+            self._quiet_since = None
+        elif self._quiet_since is None:
+            self._quiet_since = start
+
+    def _count_quiet_tail(self) -> None:
+        """The VAD's first silent window: the silence began where the voice fell quiet, if it did (at most QUIET_TAIL_MAX_S back)."""
+        assert self._speech_end is not None
+        if self._quiet_since is not None:
+            tail = min(self._speech_end - self._quiet_since, QUIET_TAIL_MAX_S)
+            self._speech_end -= tail
+            self._silence_run = self._quiet_tail = tail
+        self._quiet_since = None
+
     def _on_speech(self, t: float) -> list[TurnEvent]:
         o = self.options
         assert self._onset is not None
@@ -264,7 +294,8 @@ class TurnTaker:
         if not self._preempted and o.prepare_silence_s <= self._silence_run + SILENCE_TOLERANCE_S < o.end_of_turn_silence_s:
             self._preempted = True
             events.append(UserPaused(t, self._onset, self._speech_end))
-        if o.end_of_turn_model and not self._proposed and self._silence_run >= o.end_of_turn_proposal_silence_s:
+        heard_silence = self._silence_run - self._quiet_tail  # the model needs trailing silence as the VAD hears it (README)
+        if o.end_of_turn_model and not self._proposed and heard_silence + SILENCE_TOLERANCE_S >= o.end_of_turn_proposal_silence_s:
             self._proposed = True
             events.append(EndOfTurnProposed(t, self._onset, self._speech_end))
         held_open = self._incomplete or self._unfinished

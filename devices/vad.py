@@ -30,10 +30,11 @@ def model_path() -> Path:
 
 @dataclass(frozen=True)
 class VADWindow:
-    """Speech probability of one 32 ms window ending at `end_s` seconds on the input's clock."""
+    """Speech probability of one 32 ms window ending at `end_s` seconds on the input's clock, and its loudness."""
 
     end_s: float
     probability: float
+    level_db: float  # the window's RMS in dB relative to full scale (digital silence: -120)
 
     @property
     def start_s(self) -> float:
@@ -49,6 +50,11 @@ def load_model(path: Path | None = None):  # noqa: ANN201 - an onnxruntime.Infer
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path or model_path()), options, providers=["CPUExecutionProvider"])
+
+
+def level_db(pcm: np.ndarray) -> float:
+    """RMS of `pcm` (floats in [-1, 1]) in dB relative to full scale; -120 for digital silence."""
+    return float(10.0 * np.log10(np.mean(np.square(pcm, dtype=np.float64)) + 1e-12))
 
 
 class SileroVAD:
@@ -81,5 +87,5 @@ class SileroVAD:
             window, self._pending = self._pending[:WINDOW], self._pending[WINDOW:]
             prob = self.window_probability(window)
             self._consumed += WINDOW
-            out.append(VADWindow(self._consumed / SAMPLE_RATE, prob))
+            out.append(VADWindow(self._consumed / SAMPLE_RATE, prob, level_db(window)))
         return out

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from liveavatar.agent.turn_options import TurnOptions
-from liveavatar.agent.turns import UserTurnEnded
+from liveavatar.agent.turns import QUIET_TAIL_MAX_S, UserTurnEnded
 from liveavatar.devices.end_of_turn import EndOfTurnModelMissing, SmartTurn, model_path
 from liveavatar.devices.log_mel import log_mel
-from liveavatar.devices.vad import SAMPLE_RATE, WINDOW
+from liveavatar.devices.vad import SAMPLE_RATE, WINDOW, level_db
 from liveavatar.testing.eot_bench import simulate_turns
 from liveavatar.testing.eot_corpus import say, user_voices, voice_span
 
@@ -99,11 +99,39 @@ def test_with_the_model_a_statement_ends_sooner_and_a_hesitation_is_not_cut(mode
     [slow] = simulate(statement, silence_only, model)
     assert quick.cause == "model" and slow.cause == "silence"
     assert quick.speech_end == pytest.approx(slow.speech_end)
-    assert quick.t - quick.speech_end <= with_model.end_of_turn_proposal_silence_s + WINDOW / SAMPLE_RATE + ANSWER_S + 1e-6
-    assert slow.t - quick.t > 0.25, "the model did not end the statement sooner than the silence rule"
+    # The verdict on the first proposal ended it: the model is asked after 0.2 s of silence as the VAD hears it, which
+    # begins up to QUIET_TAIL_MAX_S after the speech's end (where the voice fell quiet).
+    bound = QUIET_TAIL_MAX_S + with_model.end_of_turn_proposal_silence_s + WINDOW / SAMPLE_RATE + ANSWER_S
+    assert quick.t - quick.speech_end <= bound + 1e-6
+    # 0.6 s of silence against 0.2 s heard + the verdict: sooner by the difference less the quiet tail the VAD still heard
+    assert slow.t - quick.t > 0.15, "the model did not end the statement sooner than the silence rule"
 
     true_end = lead + voice_span(hesitation)[1]
     kept = simulate(hesitation, with_model, model)
     assert len(kept) == 1 and kept[0].speech_end == pytest.approx(true_end, abs=0.15), "the hesitation was cut"
     cut = simulate(hesitation, silence_only, model)
     assert cut[0].speech_end == pytest.approx(lead + pause[0], abs=0.15), "without the model the 0.8 s pause should end the turn"
+
+
+def test_silence_counts_from_where_a_real_voice_fades_and_a_noisy_room_changes_nothing(model: SmartTurn) -> None:
+    voices = user_voices()
+    sentences = ["I have never seen the ocean.", "Do you like music?", "My favourite colour is dark blue.", "Is it cold up there?"]
+    silence_only = TurnOptions(end_of_turn_model=False)
+    as_before = TurnOptions(end_of_turn_model=False, end_of_speech_quiet_db=None)
+    lead = 0.5
+    gated_lags, plain_lags = [], []
+    for i, text in enumerate(sentences):
+        audio, _ = say(voices[i % 2], text)
+        true_end = lead + voice_span(audio)[1]
+        [gated], [plain] = simulate(audio, silence_only, model), simulate(audio, as_before, model)
+        assert gated.t <= plain.t and gated.speech_end <= plain.speech_end
+        gated_lags.append(gated.speech_end - true_end)
+        plain_lags.append(plain.speech_end - true_end)
+        loudest = max(level_db(audio[k : k + WINDOW]) for k in range(0, len(audio) - WINDOW, WINDOW))
+        hiss_db = loudest - 20.0  # a noisy room: its hiss 20 dB below the voice's loudest window, so nothing is 30 dB quieter
+        noise = np.random.default_rng(i).normal(0.0, 10 ** (hiss_db / 20), len(audio)).astype(np.float32)
+        [noisy], [noisy_before] = simulate(audio + noise, silence_only, model), simulate(audio + noise, as_before, model)
+        assert noisy.speech_end == pytest.approx(noisy_before.speech_end), f"hiss at {hiss_db:.1f} dBFS"
+    assert np.median(plain_lags) > 0.07, f"silero should hear the fading voice for a while: {plain_lags}"
+    assert np.median(gated_lags) < 0.05, f"the speech should end where the voice falls quiet: {gated_lags}"
+    assert np.median(np.subtract(plain_lags, gated_lags)) >= 0.05

@@ -5,16 +5,19 @@ from __future__ import annotations
 import pytest
 
 from liveavatar.agent.turn_options import TurnOptions
-from liveavatar.agent.turns import EndOfTurnProposed, Floor, TurnTaker, UserPaused, UserTurnEnded
+from liveavatar.agent.turns import QUIET_TAIL_MAX_S, EndOfTurnProposed, Floor, TurnTaker, UserPaused, UserTurnEnded
 from liveavatar.agent.unfinished import ends_mid_sentence
 
 W = 0.032  # one silero window
 SILENCE_ONLY = {"end_of_turn_model": False}
+VOICE_DB, QUIET_ROOM_DB = -18.0, -70.0  # a voice's loudness, a quiet room's (dBFS)
 
 
 def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: list[tuple[float, bool]] = (), until: float | None = None,
          model: list[tuple[float | None, float]] = (), start: float = 0.0, words: list[tuple[str | None, float]] = ()):  # fmt: skip
-    """Feed windows: (from_s, to_s, probability) spans, plus avatar speaking changes; returns the events.
+    """Feed windows: (from_s, to_s, probability[, level_dBFS]) spans, plus avatar speaking changes; returns the events.
+    Spans without a level give none (the loudness rule stays out of it); with levels, the gaps between spans are at
+    QUIET_ROOM_DB.
 
     `model` scripts the end-of-turn model: one (probability, seconds it takes) per proposal, in order; a
     probability of None never answers. Each verdict is handed back at the proposal's time plus its delay.
@@ -33,8 +36,9 @@ def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: li
                 events += taker.words_heard(due, pause.onset, pause.speech_end, answer)
             else:
                 events += taker.end_of_turn_verdict(due, pause.onset, pause.speech_end, answer)
-        prob = next((p for a, b, p in timeline if a - 1e-9 <= t < b - 1e-9), 0.0)
-        new = taker.vad(t, t + W, prob)
+        span = next((span for span in timeline if span[0] - 1e-9 <= t < span[1] - 1e-9), (t, t, 0.0, QUIET_ROOM_DB))
+        prob, level = span[2], (span[3] if len(span) > 3 else None)
+        new = taker.vad(t, t + W, prob, level)
         for event in new:
             if isinstance(event, EndOfTurnProposed) and answers:
                 probability, delay = answers.pop(0)
@@ -96,6 +100,54 @@ def test_the_answer_is_prepared_after_the_prepare_silence_and_dropped_when_the_p
     assert first.speech_end == pytest_approx(2.0) and prepare_s - 1e-6 <= first.t - first.speech_end < prepare_s + W
     assert resumed.t == pytest_approx(2.0 + gap + W)
     assert prepare_s - 1e-6 <= last.t - last.speech_end < prepare_s + W and ended.speech_end == pytest_approx(3.0)
+
+
+def fading(end: float, quiet_from: float, quiet_db: float) -> list[tuple[float, float, float, float]]:
+    """Speech from 1.0 s to `end` that silero hears throughout, its voice `quiet_db` below VOICE_DB from `quiet_from` on."""
+    return [(1.0, quiet_from, 0.9, VOICE_DB), (quiet_from, end, 0.9, VOICE_DB - quiet_db)]
+
+
+def test_silence_counts_from_where_the_voice_fell_quiet_so_the_answer_is_prepared_and_the_turn_ends_sooner() -> None:
+    taker = TurnTaker(TurnOptions(**SILENCE_ONLY))  # end_of_speech_quiet_db: 30 dB by default
+    events = play(taker, fading(end=2.496, quiet_from=2.4, quiet_db=40.0), until=4.0)
+    assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserTurnEnded"]
+    _, paused, ended = events
+    assert ended.speech_end == pytest.approx(2.4, abs=1e-6), "the speech should end where the voice fell quiet"
+    assert paused.t == pytest.approx(2.496 + W, abs=1e-6), "the answer should be prepared at the VAD's first silent window"
+    assert ended.t == pytest.approx(2.4 + 0.6, abs=W), "the silence rule should count from the quiet voice"
+    [same] = [e for e in play(TurnTaker(TurnOptions(end_of_speech_quiet_db=None, **SILENCE_ONLY)),
+                              fading(end=2.496, quiet_from=2.4, quiet_db=40.0), until=4.0) if isinstance(e, UserTurnEnded)]  # fmt: skip
+    assert same.speech_end == pytest.approx(2.496, abs=1e-6) and same.t == pytest.approx(2.496 + 0.6, abs=W), "None: as before"
+
+
+@pytest.mark.parametrize("quiet_db", [20.0, 29.0])
+def test_a_voice_not_quiet_enough_or_a_noisy_room_changes_nothing(quiet_db: float) -> None:
+    [ended] = [e for e in play(TurnTaker(TurnOptions(**SILENCE_ONLY)), fading(end=2.496, quiet_from=2.4, quiet_db=quiet_db), until=4.0)
+               if isinstance(e, UserTurnEnded)]  # fmt: skip
+    assert ended.speech_end == pytest.approx(2.496, abs=1e-6) and ended.t == pytest.approx(2.496 + 0.6, abs=W)
+
+
+def test_a_quiet_moment_inside_the_speech_is_not_silence() -> None:
+    timeline = [(1.0, 1.792, 0.9, VOICE_DB), (1.792, 1.952, 0.9, VOICE_DB - 45.0), (1.952, 2.496, 0.9, VOICE_DB)]  # a stop's closure
+    events = play(TurnTaker(TurnOptions(**SILENCE_ONLY)), timeline, until=4.0)
+    assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserTurnEnded"]
+    assert events[-1].speech_end == pytest.approx(2.496, abs=1e-6)
+
+
+def test_at_most_a_quarter_second_of_quiet_voice_counts_as_silence() -> None:
+    [ended] = [e for e in play(TurnTaker(TurnOptions(**SILENCE_ONLY)), fading(end=2.496, quiet_from=1.792, quiet_db=40.0), until=4.0)
+               if isinstance(e, UserTurnEnded)]  # fmt: skip
+    assert ended.speech_end == pytest.approx(2.496 - QUIET_TAIL_MAX_S, abs=1e-6)
+
+
+def test_the_model_is_asked_after_the_proposal_silence_as_the_vad_hears_it() -> None:
+    # Smart Turn needs that much trailing silence: asked sooner, it calls complete statements incomplete (README).
+    events = play(TurnTaker(TurnOptions()), fading(end=2.496, quiet_from=2.4, quiet_db=40.0), until=4.0, model=[(0.9, 0.1)])
+    [proposed] = [e for e in events if isinstance(e, EndOfTurnProposed)]
+    [ended] = [e for e in events if isinstance(e, UserTurnEnded)]
+    assert proposed.speech_end == pytest.approx(2.4, abs=1e-6)
+    assert proposed.t == pytest.approx(2.496 + TurnOptions().end_of_turn_proposal_silence_s, abs=W)
+    assert ended.cause == "model" and ended.t == pytest.approx(proposed.t + 0.1, abs=W)
 
 
 def test_a_gap_shorter_than_the_prepare_silence_prepares_nothing() -> None:
@@ -312,7 +364,9 @@ def test_words_that_never_come_hold_a_complete_verdict_no_longer_than_the_silenc
     ("Tell me about", True), ("I wonder if uh", True), ("I wonder if uh.", True), ("Maybe we could", True), ("The thing is", True),
     ("I was thinking...", True), ("I was thinking,", True), ("Yesterday I watched, um", True), ("My brother and", True),
     ("I saw a shooting star last night.", False), ("Yes I can.", False), ("Come in.", False), ("What are you thinking of?", False),
-    ("I was thinking", False), ("Stop!", False), ("", False), ("...", False), ("I told her", False), ("And the", True),
+    ("I was thinking", True), ("Stop!", False), ("", False), ("...", False), ("I told her", True), ("And the", True),
+    ("I told her.", False), ("My sister told me", True), ("Tell me about him", True), ('He said "go away."', False),
+    ("I was born in 1990.", False), ("Could you tell me?", False), ("我去过月球。", False), ("我想", True), ("Um.", True),
 ])  # fmt: skip
 def test_a_transcript_that_stops_where_a_sentence_cannot_end_is_unfinished(text: str, unfinished: bool) -> None:
     assert ends_mid_sentence(text) == unfinished
