@@ -5,6 +5,9 @@ events it caused. Barge-in is pause-then-decide (as LiveKit Agents does it): sus
 over the avatar pauses it; the conversation then decides whether a real user turn followed
 (`commit_turn`) — interrupt — or not (`reject_turn`, or nothing within the timeout) — resume.
 
+Silence is counted from where the voice fell `end_of_speech_quiet_db` below the turn's loudest window, once the VAD
+hears it (silero still hears a fading voice for about 0.1 s); the model alone is asked on the VAD's own silence.
+
 The end of a user turn: without the end-of-turn model, a silence of `end_of_turn_silence_s` ends it
 (`question_end_silence_s` when the early transcript ends in "?"). With the model, as pipecat combines
 Smart Turn with its VAD, a short silence only proposes an end (`EndOfTurnProposed`); the conversation

@@ -3,7 +3,9 @@
 36 fixed utterances (testing/eot_corpus.py: questions, statements, mid-sentence hesitations of 0.4–0.9 s)
 are spoken, one after another, into the live loop with the embedded cascade (Whisper tiny.en, SmolLM2,
 Piper) and the portrait avatar, in the same process once per setting (SETTINGS: the defaults, the
-end-of-turn model without the early transcript's words, silence alone); every third reply is barged in on. Ground truth is the script: we know when each voice starts,
+end-of-turn model without the early transcript's words, silence alone), the corpus split in two halves run
+A B C C B A so a machine whose load changes during the run weighs on every setting alike; every third
+reply is barged in on. Ground truth is the script: we know when each voice starts,
 pauses and ends. Measured per kind and overall:
 
 - response latency: the user's voice ends -> the first avatar frame carrying the answer's voice at the sink;
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+import yaml
 
 from liveavatar.testing.bench_live import EXAMPLES, _emit, _wait_for
 from liveavatar.testing.eot_corpus import Utterance, corpus, interruptions, voice_span
@@ -62,7 +65,7 @@ class Setting:
             if section not in ("turn_taking", "dialogue_options", "avatar_options", "voice") or not option or not value:
                 raise ValueError(f"change {self.change!r}: expected SECTION.OPTION=VALUE with SECTION one of turn_taking, "
                                  "dialogue_options, avatar_options, voice")  # fmt: skip
-            updates.setdefault(section, {})[option] = value
+            updates.setdefault(section, {})[option] = yaml.safe_load(value)  # as the persona file would write it: 0.1, null, true
         changed = {}
         for section, values in updates.items():
             current = getattr(persona, section)
@@ -85,6 +88,7 @@ class Heard:
     cut_off: bool = False  # a turn ended before the user's voice did
     cause: str | None = None  # what ended the turn that the answer answered
     cut_at: list[str] = field(default_factory=list)  # the early transcripts of turns that ended inside the utterance
+    heard_as: str | None = None  # the early transcript of the turn that the answer answered
     vad_lag_s: float | None = None  # voice end -> the VAD's end of speech
     turn_end_s: float | None = None  # the VAD's end of speech -> the turn ended
     model_s: float | None = None  # the end-of-turn model's inference time on the final pause
@@ -101,10 +105,30 @@ class PassResult:
     heard: list[Heard] = field(default_factory=list)
     barge_ins: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    steal_s: float | None = None  # CPU time the hypervisor gave other machines meanwhile (/proc/stat), summed over cores
+
+    def add(self, other: "PassResult") -> None:
+        """Append `other`'s utterances (a later round of the same setting)."""
+        self.heard += other.heard
+        self.barge_ins += other.barge_ins
+        self.wall_s += other.wall_s
+        if other.steal_s is not None:
+            self.steal_s = (self.steal_s or 0.0) + other.steal_s
 
 
-async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], setting: Setting, end_of_turn, out: IO[str], label: str) -> PassResult:  # noqa: ANN001
-    """Speak every utterance into a fresh live conversation with `agent`; barge in on every BARGE_EVERY-th reply."""
+def cpu_steal_s() -> float | None:
+    """Seconds of CPU stolen by the hypervisor since boot, all cores together (None where /proc/stat has no such column)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], setting: Setting, end_of_turn, out: IO[str], label: str,  # noqa: ANN001
+                   first: int = 1) -> PassResult:  # fmt: skip
+    """Speak every utterance into a fresh live conversation with `agent`; barge in on every BARGE_EVERY-th reply. The
+    utterances are numbered from `first` in the printed lines."""
     from liveavatar.agent.clock import Clock
     from liveavatar.agent.conversation import Conversation
     from liveavatar.agent.metrics import MetricsLog
@@ -130,7 +154,7 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
     runner = asyncio.create_task(conversation.run())
     result = PassResult(setting)
     next_barge = BARGE_EVERY - 1
-    started = time.perf_counter()
+    started, stolen = time.perf_counter(), cpu_steal_s()
     try:
         await asyncio.sleep(1.0)
         for i, u in enumerate(utterances):
@@ -160,12 +184,14 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
             heard.cut_at = [t.transcript or "" for t in metrics.turns[turns_before:]
                             if t.heard_from == "user" and voice_start < t.turn_end < true_end]  # fmt: skip
             result.heard.append(heard)
-            _emit(out, "eot_turn", heard.response_s, "s", bench=label, **setting.fields(), n=i + 1, kind=u.kind, text=u.text,
-                  cut_off=heard.cut_off, cause=heard.cause, cut_at=heard.cut_at)  # fmt: skip
+            _emit(out, "eot_turn", heard.response_s, "s", bench=label, **setting.fields(), n=first + i, kind=u.kind, text=u.text,
+                  cut_off=heard.cut_off, cause=heard.cause, cut_at=heard.cut_at, heard_as=heard.heard_as)  # fmt: skip
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
     result.wall_s = time.perf_counter() - started
+    if stolen is not None and (now := cpu_steal_s()) is not None:
+        result.steal_s = now - stolen
     return result
 
 
@@ -178,6 +204,7 @@ def _fill_stages(heard: Heard, turns: list, true_end: float) -> None:  # noqa: A
     if turn.first_voiced_frame is not None:
         heard.response_s = turn.first_voiced_frame - true_end
     heard.cause = turn.turn_end_cause
+    heard.heard_as = turn.transcript
     heard.vad_lag_s = turn.user_speech_end - true_end
     heard.turn_end_s = turn.turn_end - turn.user_speech_end
     heard.model_s = turn.end_of_turn_model_s
@@ -198,7 +225,7 @@ def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lea
         for due, proposal, probability in [p for p in pending if p[0] <= window.start_s]:
             pending.remove((due, proposal, probability))
             events += taker.end_of_turn_verdict(due, proposal.onset, proposal.speech_end, probability)
-        for event in taker.vad(window.start_s, window.end_s, window.probability):
+        for event in taker.vad(window.start_s, window.end_s, window.probability, window.level_db):
             if isinstance(event, EndOfTurnProposed):
                 heard = signal[max(0, int((event.onset - SPEECH_LEAD_S) * SAMPLE_RATE)) : int(event.t * SAMPLE_RATE)]
                 pending.append((event.t + answer_s, event, judge(heard)))
@@ -226,7 +253,7 @@ def bench_eot_sweep(out: IO[str], answer_s: float = 0.1) -> None:
 
         return judge
 
-    settings = [{"end_of_turn_model": False}]
+    settings = [{"end_of_turn_model": False}, {"end_of_turn_model": False, "end_of_speech_quiet_db": None}, {"end_of_speech_quiet_db": None}]
     settings += [{"end_of_turn_proposal_silence_s": p, "end_of_turn_threshold": th, "end_of_turn_fallback_silence_s": fb}
                  for p in (0.2, 0.3) for th in (0.5, 0.7, 0.9) for fb in (1.0, 1.2, 1.5)]  # fmt: skip
     try:
@@ -279,6 +306,7 @@ def summarize(result: PassResult, out: IO[str], label: str, cores: int) -> dict[
         stages[name] = None if not values else round(statistics.median(values), 3)
     causes = {c: sum(h.cause == c for h in result.heard) for c in ("model", "question", "silence", "fallback")}
     _emit(out, "eot_where_the_time_goes", None, "s", bench=label, **setting, **stages, turn_end_causes=causes, wall_s=round(result.wall_s, 1),
+          cpu_steal_s=_round(result.steal_s),
           note="medians: voice end -> VAD end of speech -> turn end; stages from the turn end (negative: ready before it)")  # fmt: skip
     return figures
 
@@ -295,8 +323,15 @@ def busy_core():  # noqa: ANN201
         spinner.wait()
 
 
-async def run_eot(out: IO[str], label: str, persona: Path, settings: tuple[Setting, ...] = SETTINGS) -> None:
-    """One pass per setting over the corpus, each with a fresh agent; prints each pass's figures and the comparisons."""
+def rounds_order(settings: tuple[Setting, ...], rounds: int) -> list[tuple[int, Setting]]:
+    """(round, setting) in running order: the settings forwards in even rounds and backwards in odd ones (A B C C B A
+    ...), so a machine that slows down or speeds up during the run weighs on every setting alike."""
+    return [(r, setting) for r in range(rounds) for setting in (settings if r % 2 == 0 else settings[::-1])]
+
+
+async def run_eot(out: IO[str], label: str, persona: Path, settings: tuple[Setting, ...] = SETTINGS, rounds: int = 2) -> None:
+    """Every setting over the corpus, split into `rounds` parts run in turn (`rounds_order`), each part with a fresh
+    agent; prints each setting's figures and the comparisons."""
     from liveavatar.agent.chat import make_agent
     from liveavatar.agent.config import load_persona
     from liveavatar.devices.end_of_turn import SmartTurn
@@ -304,19 +339,21 @@ async def run_eot(out: IO[str], label: str, persona: Path, settings: tuple[Setti
     utterances, stops = corpus(), interruptions()
     model = SmartTurn()
     cores = len(os.sched_getaffinity(0))
-    passes = {}
+    parts = [[int(i) for i in part] for part in np.array_split(np.arange(len(utterances)), rounds)]  # the corpus mixes the kinds throughout
+    results: dict[Setting, PassResult] = {setting: PassResult(setting) for setting in settings}
     try:
-        for setting in settings:
-            # A fresh agent per pass: an avatar drops speech of generations at or below any it has cleared, and each
+        for r, setting in rounds_order(settings, rounds):
+            # A fresh agent per part: an avatar drops speech of generations at or below any it has cleared, and each
             # conversation numbers its replies from 1.
             agent = make_agent(setting.persona(load_persona(persona)), (512, 512))
             try:
-                result = await run_pass(agent, utterances, stops, setting, model, out, label)
+                part = [utterances[i] for i in parts[r]]
+                results[setting].add(await run_pass(agent, part, stops, setting, model, out, label, first=parts[r][0] + 1))
             finally:
                 await agent.aclose()
-            passes[setting] = summarize(result, out, label, cores)
     finally:
         model.close()
+    passes = {setting: summarize(result, out, label, cores) for setting, result in results.items()}
     gap = lambda f: None if f["statement"]["median"] is None or f["question"]["median"] is None else round(f["statement"]["median"] - f["question"]["median"], 3)  # noqa: E731
     cut = lambda f: f"{f['hesitation']['cut']}/{f['hesitation']['n']}"  # noqa: E731
     if all(setting in passes for setting in SETTINGS):
@@ -340,14 +377,14 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def bench_eot(out: IO[str], load: bool = False, persona: Path | None = None, settings: tuple[Setting, ...] = SETTINGS) -> None:
+def bench_eot(out: IO[str], load: bool = False, persona: Path | None = None, settings: tuple[Setting, ...] = SETTINGS, rounds: int = 2) -> None:
     """The end-of-turn benchmark on a quiet machine (`load` False) or with one core kept busy by another process."""
     persona = persona or EXAMPLES / "nova-live.yaml"
     if not load:
-        asyncio.run(run_eot(out, "eot", persona, settings))
+        asyncio.run(run_eot(out, "eot", persona, settings, rounds))
         return
     with busy_core():
-        asyncio.run(run_eot(out, "eot-load", persona, settings))
+        asyncio.run(run_eot(out, "eot-load", persona, settings, rounds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,10 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", choices=list(SETTING_NAMES), default=list(SETTING_NAMES),
                         help="passes to run, in this order (default: all three)")
     parser.add_argument("--also", nargs="*", default=[], metavar="SECTION.OPTION=VALUE",
-                        help="also run the defaults with one persona option changed, one pass each, right after the defaults' "
-                             "pass (SECTION: turn_taking, dialogue_options, avatar_options, voice; e.g. "
+                        help="also run the defaults with one persona option changed, one pass each, next to the defaults' "
+                             "(SECTION: turn_taking, dialogue_options, avatar_options, voice; e.g. "
                              "turn_taking.prepare_silence_s=0.128 dialogue_options.llm_threads=1)")
+    parser.add_argument("--rounds", type=int, default=2, metavar="N",
+                        help="split the corpus into N parts and run every setting on each part in turn, forwards then "
+                             "backwards (A B C C B A ...), so a change in the machine's load weighs on all alike (default 2)")
     args = parser.parse_args(argv)
+    if not 1 <= args.rounds <= 12:
+        parser.error(f"--rounds: expected 1 to 12 (the corpus has 36 utterances), got {args.rounds}")
     settings: list[Setting] = []
     for name in args.settings:
         settings.append(SETTING_NAMES[name])
@@ -377,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             setting.persona(persona)
     except ValueError as exc:  # a bad persona file (ConfigError) or change (pydantic's ValidationError)
         parser.error(str(exc))
-    bench_eot(sys.stdout, load=args.load, persona=args.persona, settings=tuple(settings))
+    bench_eot(sys.stdout, load=args.load, persona=args.persona, settings=tuple(settings), rounds=args.rounds)
     return 0
 
 

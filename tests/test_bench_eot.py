@@ -8,7 +8,7 @@ import io
 import json
 from pathlib import Path
 
-from liveavatar.testing.eot_bench import Setting, run_pass
+from liveavatar.testing.eot_bench import SETTINGS, Setting, rounds_order, run_pass
 from liveavatar.testing.eot_corpus import Utterance, say, user_voices, voice_span
 
 
@@ -39,7 +39,14 @@ def test_a_short_eot_pass_answers_each_utterance_and_reports_its_setting(example
     responses = [h.response_s for h in result.heard]
     assert all(r is not None and 0.2 < r < 3.0 for r in responses), responses  # voice end -> first voiced frame
     assert all(line["cut_at"] == [] and not line["cut_off"] for line in lines), lines  # whole sentences, said in one breath
+    assert all(line["heard_as"] and line["heard_as"][-1] in ".?!" for line in lines), lines  # the early transcript answered
     assert all(h.cause in ("model", "question", "silence", "fallback") for h in result.heard), [h.cause for h in result.heard]
+
+
+def test_settings_take_turns_forwards_then_backwards_so_a_changing_load_weighs_on_all_alike() -> None:
+    a, b, c = SETTINGS
+    assert rounds_order(SETTINGS, 1) == [(0, a), (0, b), (0, c)]
+    assert rounds_order(SETTINGS, 3) == [(0, a), (0, b), (0, c), (1, c), (1, b), (1, a), (2, a), (2, b), (2, c)]
 
 
 def test_the_reply_chain_bench_times_every_stage() -> None:
