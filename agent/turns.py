@@ -179,7 +179,6 @@ class TurnTaker:
             events += self._on_speech(end)
         elif self._onset is not None:
             if self._silence_run == 0.0:
-                self._quiet_tail = 0.0
                 self._count_quiet_tail()
             self._silence_run += dt
             events += self._on_silence(end)
@@ -258,10 +257,9 @@ class TurnTaker:
     def _count_quiet_tail(self) -> None:
         """The VAD's first silent window: the silence began where the voice fell quiet, if it did (at most QUIET_TAIL_MAX_S back)."""
         assert self._speech_end is not None
-        if self._quiet_since is not None:
-            tail = min(self._speech_end - self._quiet_since, QUIET_TAIL_MAX_S)
-            self._speech_end -= tail
-            self._silence_run = self._quiet_tail = tail
+        self._quiet_tail = 0.0 if self._quiet_since is None else min(self._speech_end - self._quiet_since, QUIET_TAIL_MAX_S)
+        self._speech_end -= self._quiet_tail
+        self._silence_run = self._quiet_tail
         self._quiet_since = None
 
     def _on_speech(self, t: float) -> list[TurnEvent]:

@@ -5,8 +5,8 @@ comma, a dash or an ellipsis. Such a pause is a hesitation, whatever the voice s
 what it hears as a whole sentence with a full stop, "?" or "!": in the end-of-turn benchmark it did so on all 252
 whole utterances (216 transcribed live in three runs, 36 offline) and left the mark off half of the fragments at
 which turns were cut ("My sister told me", "Tell me about him"), so words with no closing mark at all are
-unfinished too. The
-converse does not hold ("I was thinking." may be finished or not), so this only ever keeps a turn open.
+unfinished too. The converse does not hold ("I was thinking." may be finished or not), so this only ever keeps a
+turn open.
 """
 
 from __future__ import annotations

@@ -339,16 +339,17 @@ async def run_eot(out: IO[str], label: str, persona: Path, settings: tuple[Setti
     utterances, stops = corpus(), interruptions()
     model = SmartTurn()
     cores = len(os.sched_getaffinity(0))
-    parts = [[int(i) for i in part] for part in np.array_split(np.arange(len(utterances)), rounds)]  # the corpus mixes the kinds throughout
+    bounds = [len(utterances) * r // rounds for r in range(rounds + 1)]  # equal parts: the corpus mixes the kinds throughout
+    base = load_persona(persona)
     results: dict[Setting, PassResult] = {setting: PassResult(setting) for setting in settings}
     try:
         for r, setting in rounds_order(settings, rounds):
             # A fresh agent per part: an avatar drops speech of generations at or below any it has cleared, and each
             # conversation numbers its replies from 1.
-            agent = make_agent(setting.persona(load_persona(persona)), (512, 512))
+            agent = make_agent(setting.persona(base), (512, 512))
             try:
-                part = [utterances[i] for i in parts[r]]
-                results[setting].add(await run_pass(agent, part, stops, setting, model, out, label, first=parts[r][0] + 1))
+                part = utterances[bounds[r] : bounds[r + 1]]
+                results[setting].add(await run_pass(agent, part, stops, setting, model, out, label, first=bounds[r] + 1))
             finally:
                 await agent.aclose()
     finally:
