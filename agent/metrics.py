@@ -23,6 +23,7 @@ class TurnMetrics:
     transcript: str | None = None
     reply_text: str = ""
     heard_text: str = ""
+    reply_started_s: float | None = None  # turn end -> the reply began (negative: prepared during the pause before it)
     asr_s: float | None = None  # turn end -> transcript (backends with speech recognition)
     llm_first_text_s: float | None = None  # turn end -> first text of the reply
     tts_first_audio_s: float | None = None  # turn end -> first speech chunk

@@ -219,6 +219,7 @@ class Reply:
         metrics.error = self.error
         metrics.speech_s = sum(spoken.samples for spoken in self._spoken) / self.speaker.avatar.audio_rate
         metrics.played_s = self.samples_played / self.speaker.avatar.audio_rate
+        metrics.reply_started_s = t.started - metrics.turn_end
         metrics.asr_s = None if t.transcript is None else t.transcript - metrics.turn_end
         metrics.llm_first_text_s = None if t.first_text is None else t.first_text - metrics.turn_end
         metrics.tts_first_audio_s = None if t.first_audio is None else t.first_audio - metrics.turn_end

@@ -47,6 +47,11 @@ class TurnOptions(BaseModel):
     pause ends the turn. Off: silence alone decides."""
     end_of_turn_proposal_silence_s: Annotated[float, Field(ge=0.05, le=2.0)] = 0.2
     """With the model: seconds of silence after which the model is asked whether the turn is over."""
+    end_of_turn_ask_ahead: bool = True
+    """With the model: ask it as soon as the answer starts being prepared (prepare_silence_s), on the voice so far with
+    its last 32 ms of silence repeated up to end_of_turn_proposal_silence_s, instead of when that silence has passed.
+    Its verdict still acts only once the silence has really lasted that long (speech before then throws it away), but
+    it is ready by then, and the model runs beside speech recognition instead of beside the LLM's first words."""
     end_of_turn_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     """With the model: its probability of "complete" at or above which the pause ends the turn."""
     end_of_turn_fallback_silence_s: Annotated[float, Field(ge=0.1, le=10.0)] = 1.0

@@ -12,7 +12,7 @@ import numpy as np
 
 from liveavatar.agent.replies import UserSpan
 from liveavatar.agent.turns import EndOfTurnProposed
-from liveavatar.devices.end_of_turn import SPEECH_LEAD_S, SmartTurn, Verdict
+from liveavatar.devices.end_of_turn import SPEECH_LEAD_S, SmartTurn, Verdict, as_if_silent_for
 
 VERDICTS_KEPT = 64  # verdicts remembered for turns not yet ended (the rest were pauses the person spoke on after)
 
@@ -40,9 +40,10 @@ class TurnVerdicts:
         self._verdicts: dict[UserSpan, Verdict] = {}
 
     def ask(self, proposal: EndOfTurnProposed) -> None:
-        """Put the person's speech since `proposal.onset` (and the silence after it) to the model; never waits."""
+        """Put the person's speech since `proposal.onset` (and the silence after it, lengthened when asked ahead) to the model;
+        never waits."""
         span = UserSpan(proposal.onset, proposal.speech_end)
-        audio = self.audio_between(proposal.onset - SPEECH_LEAD_S, proposal.t)
+        audio = as_if_silent_for(self.audio_between(proposal.onset - SPEECH_LEAD_S, proposal.t), proposal.ahead_s)
         task = asyncio.create_task(self._judge(span, audio), name=f"end-of-turn-{span.speech_end:.2f}")
         self._asking.add(task)
         task.add_done_callback(self._asking.discard)

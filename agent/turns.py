@@ -77,10 +77,13 @@ class UserPaused(TurnEvent):
 @dataclass(frozen=True)
 class EndOfTurnProposed(TurnEvent):
     """The user has been silent for the proposal silence: ask the end-of-turn model about their speech since
-    `onset` (up to `t`), then call `end_of_turn_verdict` with this `onset` and `speech_end`."""
+    `onset` (up to `t`), then call `end_of_turn_verdict` with this `onset` and `speech_end`. Asked ahead
+    (`end_of_turn_ask_ahead`), it comes `ahead_s` seconds before that silence will have passed: the model is to
+    hear the pause as if it went on that long as it is (`devices.end_of_turn.as_if_silent_for`)."""
 
     onset: float
     speech_end: float
+    ahead_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ class TurnTaker:
         self._preempted = False
         self._question = False  # the words so far end in a question mark (a hint from speech recognition)
         self._proposed = False  # this pause was put to the end-of-turn model
+        self._proposal_silence_passed = False  # ...and has lasted the proposal silence (a verdict asked ahead may act)
+        self._early_verdict: float | None = None  # a verdict asked ahead that came before that silence had passed
         self._incomplete = False  # ...and the model said the turn goes on
         self._words_due = False  # the early transcript of this pause is on its way
         self._held_complete = False  # the model said "complete" while the words were still due
@@ -214,6 +219,9 @@ class TurnTaker:
         """The end-of-turn model's verdict on the pause proposed at `speech_end`: the probability that the turn is over."""
         if not self.awaits_verdict(onset, speech_end):
             return []  # the user has gone on speaking since, or the turn has already ended
+        if not self._proposal_silence_passed:
+            self._early_verdict = probability  # asked ahead: it acts once the silence has lasted the proposal silence
+            return []
         if probability < self.options.end_of_turn_threshold:
             self._incomplete = True
         elif self._words_due:
@@ -296,9 +304,16 @@ class TurnTaker:
             self._preempted = True
             events.append(UserPaused(t, self._onset, self._speech_end))
         heard_silence = self._silence_run - self._quiet_tail  # the model needs trailing silence as the VAD hears it (README)
-        if o.end_of_turn_model and not self._proposed and heard_silence + SILENCE_TOLERANCE_S >= o.end_of_turn_proposal_silence_s:
+        if o.end_of_turn_model and not self._proposed and (self._preempted and o.end_of_turn_ask_ahead or
+                                                           heard_silence + SILENCE_TOLERANCE_S >= o.end_of_turn_proposal_silence_s):  # fmt: skip
             self._proposed = True
-            events.append(EndOfTurnProposed(t, self._onset, self._speech_end))
+            events.append(EndOfTurnProposed(t, self._onset, self._speech_end, max(0.0, o.end_of_turn_proposal_silence_s - heard_silence)))
+        if self._proposed and not self._proposal_silence_passed and heard_silence + SILENCE_TOLERANCE_S >= o.end_of_turn_proposal_silence_s:
+            self._proposal_silence_passed = True
+            if self._early_verdict is not None:
+                events += self.end_of_turn_verdict(t, self._onset, self._speech_end, self._early_verdict)
+                if not self._in_turn:
+                    return events  # the verdict ended the turn
         held_open = self._incomplete or self._unfinished
         if self._question and self._silence_run >= o.question_end_silence_s:
             events += self._end_turn(t, "question")
@@ -310,7 +325,7 @@ class TurnTaker:
 
     def _clear_pause(self) -> None:
         """The user spoke: what was known about their last pause no longer holds."""
-        self._proposed, self._incomplete = False, False
+        self._proposed, self._proposal_silence_passed, self._early_verdict, self._incomplete = False, False, None, False
         self._words_due, self._held_complete, self._unfinished = False, False, False
 
     def _end_turn(self, t: float, cause: str) -> list[TurnEvent]:

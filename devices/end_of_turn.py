@@ -30,6 +30,18 @@ FRAMES = int(WINDOW_S * 100)  # 10 ms feature frames
 SPEECH_LEAD_S = 0.5  # audio before the onset of speech that the model is shown (as pipecat does)
 
 
+QUIET_SAMPLE_S = 0.032  # the end of the audio repeated to stand for a pause still to come (one VAD window: silence as it heard it)
+
+
+def as_if_silent_for(audio: np.ndarray, seconds: float) -> np.ndarray:
+    """16 kHz `audio` followed by `seconds` more of its own last QUIET_SAMPLE_S repeated: the pause as the model would hear
+    it had it gone on as it is (the room's own noise, not digital silence, which the model hears differently)."""
+    extra = round(seconds * SAMPLE_RATE)
+    if extra <= 0 or not len(audio):
+        return audio
+    return np.concatenate([audio, np.resize(audio[-round(QUIET_SAMPLE_S * SAMPLE_RATE) :], extra)])
+
+
 class EndOfTurnModelMissing(RuntimeError):
     """The Smart Turn model file is not installed."""
 

@@ -1,7 +1,7 @@
 """`python -m liveavatar.testing.chain_bench`: each stage of the cascade's reply chain timed alone, as JSON lines.
 
 What the answer to a turn must wait for, stage by stage, on this machine with nothing else of ours running:
-Whisper on a spoken statement, the end-of-turn model on it, SmolLM2's first piece (the words the splitter
+Whisper on a spoken statement with 1 and 2 threads, the end-of-turn model on it, SmolLM2's first piece (the words the splitter
 hands to speech first) with 1 and 2 threads, after the example persona's system prompt, and Piper's first piece
 plain and in that persona's shaped voice. Medians over `--runs` calls. The live loop (`liveavatar bench eot`) runs them on
 the same cores as the avatar, so they cost more there.
@@ -68,8 +68,10 @@ def run(out: IO[str], runs: int) -> None:
     persona = load_persona(PERSONA)
     pcm, _ = say(user_voices()[0], STATEMENTS[0])
     spoken_s = round(len(pcm) / 16000, 2)
-    asr = WhisperASR()
-    _emit_times(out, "chain_asr", _timed(lambda: asr.transcribe(pcm), runs), audio_s=spoken_s, model="whisper tiny.en")
+    for threads in (1, 2):
+        asr = WhisperASR(threads=threads)
+        _emit_times(out, "chain_asr", _timed(lambda: asr.transcribe(pcm), runs), audio_s=spoken_s, model="whisper tiny.en",  # noqa: B023
+              threads=threads)  # fmt: skip
     model = SmartTurn()
     try:
         _emit_times(out, "chain_end_of_turn_model", _timed(lambda: model.probability(pcm), runs), audio_s=spoken_s)

@@ -43,7 +43,7 @@ GAP_S = 0.8  # silence between the avatar's last word and the user's next uttera
 @dataclass(frozen=True)
 class Setting:
     """One pass's end-of-turn setting: the model on or off, the early transcript's words counted or not, and optionally
-    one more persona option changed ("section.option=value", e.g. "turn_taking.prepare_silence_s=0.128")."""
+    persona options changed ("section.option=value", several joined by ";", e.g. "turn_taking.prepare_silence_s=0.128")."""
 
     model: bool
     words: bool
@@ -59,12 +59,12 @@ class Setting:
     def persona(self, persona):  # noqa: ANN001, ANN201 - Persona
         """`persona` with this setting's change (validated as the persona file's would be) and its end-of-turn switches."""
         updates = {"turn_taking": {"end_of_turn_model": self.model, "end_of_turn_words": self.words}}
-        if self.change is not None:
-            key, _, value = self.change.partition("=")
+        for change in self.change.split(";") if self.change is not None else ():
+            key, _, value = change.strip().partition("=")
             section, _, option = key.partition(".")
             if section not in ("turn_taking", "dialogue_options", "avatar_options", "voice") or not option or not value:
-                raise ValueError(f"change {self.change!r}: expected SECTION.OPTION=VALUE with SECTION one of turn_taking, "
-                                 "dialogue_options, avatar_options, voice")  # fmt: skip
+                raise ValueError(f"change {self.change!r}: expected SECTION.OPTION=VALUE (several joined by ';') with SECTION "
+                                 "one of turn_taking, dialogue_options, avatar_options, voice")  # fmt: skip
             updates.setdefault(section, {})[option] = yaml.safe_load(value)  # as the persona file would write it: 0.1, null, true
         changed = {}
         for section, values in updates.items():
@@ -95,6 +95,12 @@ class Heard:
     asr_s: float | None = None
     llm_first_text_s: float | None = None
     tts_first_audio_s: float | None = None
+    # The answer's chain as it ran in the loop, to set beside `python -m liveavatar.testing.chain_bench` (each stage alone):
+    answer_started_s: float | None = None  # voice end -> the answer began (prepared at the pause, or at the turn's end)
+    asr_run_s: float | None = None  # the answer began -> its transcript
+    llm_run_s: float | None = None  # transcript -> the LLM's first text
+    tts_run_s: float | None = None  # first text -> first speech (the splitter's first piece, then Piper)
+    to_frame_s: float | None = None  # first speech -> the first frame with it at the sink
 
 
 @dataclass
@@ -209,6 +215,12 @@ def _fill_stages(heard: Heard, turns: list, true_end: float) -> None:  # noqa: A
     heard.turn_end_s = turn.turn_end - turn.user_speech_end
     heard.model_s = turn.end_of_turn_model_s
     heard.asr_s, heard.llm_first_text_s, heard.tts_first_audio_s = turn.asr_s, turn.llm_first_text_s, turn.tts_first_audio_s
+    since_voice_end = lambda after_turn_end: None if after_turn_end is None else turn.turn_end + after_turn_end - true_end  # noqa: E731
+    chain = [since_voice_end(turn.reply_started_s), since_voice_end(turn.asr_s), since_voice_end(turn.llm_first_text_s),
+             since_voice_end(turn.tts_first_audio_s), heard.response_s]  # fmt: skip
+    heard.answer_started_s = chain[0]
+    heard.asr_run_s, heard.llm_run_s, heard.tts_run_s, heard.to_frame_s = (
+        None if a is None or b is None else b - a for a, b in zip(chain, chain[1:]))  # fmt: skip
 
 
 def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lead_s: float = 0.5) -> list:  # noqa: ANN001
@@ -216,7 +228,7 @@ def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lea
     clock; `judge(pcm)` is the end-of-turn model's probability, handed back `answer_s` after each proposal. Returns the
     UserTurnEnded events (times in seconds from the start of the silence)."""
     from liveavatar.agent.turns import EndOfTurnProposed, TurnTaker, UserTurnEnded
-    from liveavatar.devices.end_of_turn import SPEECH_LEAD_S
+    from liveavatar.devices.end_of_turn import SPEECH_LEAD_S, as_if_silent_for
     from liveavatar.devices.vad import SAMPLE_RATE, SileroVAD
 
     signal = np.concatenate([np.zeros(int(lead_s * SAMPLE_RATE), np.float32), audio, np.zeros(2 * SAMPLE_RATE, np.float32)])
@@ -228,7 +240,7 @@ def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lea
         for event in taker.vad(window.start_s, window.end_s, window.probability, window.level_db):
             if isinstance(event, EndOfTurnProposed):
                 heard = signal[max(0, int((event.onset - SPEECH_LEAD_S) * SAMPLE_RATE)) : int(event.t * SAMPLE_RATE)]
-                pending.append((event.t + answer_s, event, judge(heard)))
+                pending.append((event.t + answer_s, event, judge(as_if_silent_for(heard, event.ahead_s))))
             events.append(event)
     return [e for e in events if isinstance(e, UserTurnEnded)]
 
@@ -246,14 +258,15 @@ def bench_eot_sweep(out: IO[str], answer_s: float = 0.1) -> None:
 
     def judge_for(index: int):  # noqa: ANN202
         def judge(pcm: np.ndarray) -> float:
-            key = (index, len(pcm), round(float(np.abs(pcm[:1600]).sum()), 4))
+            key = (index, len(pcm), round(float(np.abs(pcm[:1600]).sum()), 4), round(float(np.abs(pcm[-1600:]).sum()), 4))
             if key not in cache:
                 cache[key] = model.probability(pcm)
             return cache[key]
 
         return judge
 
-    settings = [{"end_of_turn_model": False}, {"end_of_turn_model": False, "end_of_speech_quiet_db": None}, {"end_of_speech_quiet_db": None}]
+    settings = [{"end_of_turn_model": False}, {"end_of_turn_model": False, "end_of_speech_quiet_db": None}, {"end_of_speech_quiet_db": None},
+                {"end_of_turn_ask_ahead": False}]  # fmt: skip
     settings += [{"end_of_turn_proposal_silence_s": p, "end_of_turn_threshold": th, "end_of_turn_fallback_silence_s": fb}
                  for p in (0.2, 0.3) for th in (0.5, 0.7, 0.9) for fb in (1.0, 1.2, 1.5)]  # fmt: skip
     try:
@@ -301,13 +314,16 @@ def summarize(result: PassResult, out: IO[str], label: str, cores: int) -> dict[
     _emit(out, "eot_barge_in_latency", _median(result.barge_ins), "s", bench=label, **setting, barge_ins=len(result.barge_ins),
           p90=None if not result.barge_ins else round(_p90(result.barge_ins), 3), cores=cores)  # fmt: skip
     stages = {}
-    for name in ("vad_lag_s", "turn_end_s", "model_s", "asr_s", "llm_first_text_s", "tts_first_audio_s"):
+    for name in ("vad_lag_s", "turn_end_s", "model_s", "asr_s", "llm_first_text_s", "tts_first_audio_s", "answer_started_s", "asr_run_s",
+                 "llm_run_s", "tts_run_s", "to_frame_s"):  # fmt: skip
         values = [getattr(h, name) for h in result.heard if getattr(h, name) is not None]
         stages[name] = None if not values else round(statistics.median(values), 3)
     causes = {c: sum(h.cause == c for h in result.heard) for c in ("model", "question", "silence", "fallback")}
     _emit(out, "eot_where_the_time_goes", None, "s", bench=label, **setting, **stages, turn_end_causes=causes, wall_s=round(result.wall_s, 1),
           cpu_steal_s=_round(result.steal_s),
-          note="medians: voice end -> VAD end of speech -> turn end; stages from the turn end (negative: ready before it)")  # fmt: skip
+          note="medians: voice end -> VAD end of speech -> turn end; stages from the turn end (negative: ready before it); "
+               "answer_started_s from the voice end, then each stage's own time in the loop: recognizer, LLM to its first text, "
+               "first text to first speech, first speech to its first frame at the sink")  # fmt: skip
     return figures
 
 
@@ -398,9 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", choices=list(SETTING_NAMES), default=list(SETTING_NAMES),
                         help="passes to run, in this order (default: all three)")
     parser.add_argument("--also", nargs="*", default=[], metavar="SECTION.OPTION=VALUE",
-                        help="also run the defaults with one persona option changed, one pass each, next to the defaults' "
-                             "(SECTION: turn_taking, dialogue_options, avatar_options, voice; e.g. "
-                             "turn_taking.prepare_silence_s=0.128 dialogue_options.llm_threads=1)")
+                        help="also run the defaults with a persona option changed, one pass each, next to the defaults' "
+                             "(SECTION: turn_taking, dialogue_options, avatar_options, voice; several options in one pass "
+                             "joined by ';'; e.g. turn_taking.prepare_silence_s=0.128 "
+                             "'dialogue_options.threads=1;dialogue_options.llm_threads=1')")
     parser.add_argument("--rounds", type=int, default=2, metavar="N",
                         help="split the corpus into N parts and run every setting on each part in turn, forwards then "
                              "backwards (A B C C B A ...), so a change in the machine's load weighs on all alike (default 2)")

@@ -8,6 +8,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from liveavatar.testing.eot_bench import SETTINGS, Setting, rounds_order, run_pass
 from liveavatar.testing.eot_corpus import Utterance, say, user_voices, voice_span
 
@@ -41,12 +43,27 @@ def test_a_short_eot_pass_answers_each_utterance_and_reports_its_setting(example
     assert all(line["cut_at"] == [] and not line["cut_off"] for line in lines), lines  # whole sentences, said in one breath
     assert all(line["heard_as"] and line["heard_as"][-1] in ".?!" for line in lines), lines  # the early transcript answered
     assert all(h.cause in ("model", "question", "silence", "fallback") for h in result.heard), [h.cause for h in result.heard]
+    for h in result.heard:  # the answer's chain in the loop: it began after the voice ended, each stage took time, in order
+        stages = (h.asr_run_s, h.llm_run_s, h.tts_run_s, h.to_frame_s)
+        assert 0.0 < h.answer_started_s < h.response_s and all(s is not None and s > 0.0 for s in stages), (h.answer_started_s, stages)
+        assert h.answer_started_s + sum(stages) == pytest.approx(h.response_s), (h.answer_started_s, stages, h.response_s)
 
 
 def test_settings_take_turns_forwards_then_backwards_so_a_changing_load_weighs_on_all_alike() -> None:
     a, b, c = SETTINGS
     assert rounds_order(SETTINGS, 1) == [(0, a), (0, b), (0, c)]
     assert rounds_order(SETTINGS, 3) == [(0, a), (0, b), (0, c), (1, c), (1, b), (1, a), (2, a), (2, b), (2, c)]
+
+
+def test_a_setting_can_change_several_persona_options_at_once(examples: Path) -> None:
+    from liveavatar.agent.config import load_persona
+
+    persona = load_persona(examples / "nova-live.yaml")
+    changed = Setting(model=True, words=True, change="dialogue_options.threads=1; dialogue_options.llm_threads=1").persona(persona)
+    assert (changed.dialogue_options.threads, changed.dialogue_options.llm_threads) == (1, 1)
+    assert changed.turn_taking == persona.turn_taking and changed.voice == persona.voice
+    with pytest.raises(ValueError, match="several joined by ';'"):
+        Setting(model=True, words=True, change="dialogue_options.threads=1;llm_threads=1").persona(persona)
 
 
 def test_the_reply_chain_bench_times_every_stage() -> None:
@@ -56,7 +73,7 @@ def test_the_reply_chain_bench_times_every_stage() -> None:
     run(out, runs=1)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(line["name"], line.get("threads"), line.get("shaped")) for line in lines] == [
-        ("chain_asr", None, None), ("chain_end_of_turn_model", None, None), ("chain_llm_first_piece", 1, None),
+        ("chain_asr", 1, None), ("chain_asr", 2, None), ("chain_end_of_turn_model", None, None), ("chain_llm_first_piece", 1, None),
         ("chain_llm_first_piece", 2, None), ("chain_tts_first_piece", None, False), ("chain_tts_first_piece", None, True)]  # fmt: skip
     assert all(0.0 < line["value"] < 10.0 for line in lines), lines
     assert all(0 < line["new_prompt_tokens"] < 40 for line in lines if line["name"] == "chain_llm_first_piece"), lines

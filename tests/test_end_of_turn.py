@@ -16,7 +16,7 @@ import pytest
 
 from liveavatar.agent.turn_options import TurnOptions
 from liveavatar.agent.turns import QUIET_TAIL_MAX_S, UserTurnEnded
-from liveavatar.devices.end_of_turn import EndOfTurnModelMissing, SmartTurn, model_path
+from liveavatar.devices.end_of_turn import EndOfTurnModelMissing, SmartTurn, as_if_silent_for, model_path
 from liveavatar.devices.log_mel import log_mel
 from liveavatar.devices.vad import SAMPLE_RATE, WINDOW, level_db
 from liveavatar.testing.eot_bench import simulate_turns
@@ -111,6 +111,31 @@ def test_with_the_model_a_statement_ends_sooner_and_a_hesitation_is_not_cut(mode
     assert len(kept) == 1 and kept[0].speech_end == pytest.approx(true_end, abs=0.15), "the hesitation was cut"
     cut = simulate(hesitation, silence_only, model)
     assert cut[0].speech_end == pytest.approx(lead + pause[0], abs=0.15), "without the model the 0.8 s pause should end the turn"
+
+
+def test_asked_ahead_the_same_verdicts_end_the_statement_sooner_and_still_keep_the_hesitation(model: SmartTurn) -> None:
+    voice = user_voices()[1]
+    statement, _ = say(voice, "My brother works at a bakery in the city.")
+    hesitation, _ = say(voice, "If you had to choose uh | would you pick Mars or the moon?", pause_s=0.8)
+    ahead, asked_late = TurnOptions(), TurnOptions(end_of_turn_ask_ahead=False)
+    [quick] = simulate(statement, ahead, model)
+    [late] = simulate(statement, asked_late, model)
+    assert quick.cause == late.cause == "model" and quick.speech_end == pytest.approx(late.speech_end)
+    # the verdict was ready when the proposal silence had passed: the turn ended then, not ANSWER_S after it
+    assert late.t - quick.t == pytest.approx(ANSWER_S, abs=WINDOW / SAMPLE_RATE + 1e-6)
+    true_end = 0.5 + voice_span(hesitation)[1]
+    kept = simulate(hesitation, ahead, model)
+    assert len(kept) == 1 and kept[0].speech_end == pytest.approx(true_end, abs=0.15), "asked ahead, the hesitation was cut"
+
+
+def test_the_pause_asked_about_ahead_goes_on_as_the_room_sounds() -> None:
+    rng = np.random.default_rng(3)
+    audio = np.concatenate([rng.normal(0, 0.1, SAMPLE_RATE), rng.normal(0, 0.001, SAMPLE_RATE // 10)]).astype(np.float32)
+    longer = as_if_silent_for(audio, 0.15)
+    assert len(longer) == len(audio) + round(0.15 * SAMPLE_RATE) and np.array_equal(longer[: len(audio)], audio)
+    tail = longer[len(audio) :]
+    assert np.array_equal(tail[:512], audio[-512:]) and np.abs(tail).max() <= np.abs(audio[-512:]).max()  # the room, not the voice
+    assert as_if_silent_for(audio, 0.0) is audio
 
 
 def test_silence_counts_from_where_a_real_voice_fades_and_a_noisy_room_changes_nothing(model: SmartTurn) -> None:

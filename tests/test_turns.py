@@ -140,14 +140,60 @@ def test_at_most_a_quarter_second_of_quiet_voice_counts_as_silence() -> None:
     assert ended.speech_end == pytest.approx(2.496 - QUIET_TAIL_MAX_S, abs=1e-6)
 
 
-def test_the_model_is_asked_after_the_proposal_silence_as_the_vad_hears_it() -> None:
+def test_the_model_hears_the_proposal_silence_as_the_vad_hears_it() -> None:
     # Smart Turn needs that much trailing silence: asked sooner, it calls complete statements incomplete (README).
-    events = play(TurnTaker(TurnOptions()), fading(end=2.496, quiet_from=2.4, quiet_db=40.0), until=4.0, model=[(0.9, 0.1)])
-    [proposed] = [e for e in events if isinstance(e, EndOfTurnProposed)]
-    [ended] = [e for e in events if isinstance(e, UserTurnEnded)]
-    assert proposed.speech_end == pytest.approx(2.4, abs=1e-6)
-    assert proposed.t == pytest.approx(2.496 + TurnOptions().end_of_turn_proposal_silence_s, abs=W)
-    assert ended.cause == "model" and ended.t == pytest.approx(proposed.t + 0.1, abs=W)
+    proposal = TurnOptions().end_of_turn_proposal_silence_s
+    for ahead in (True, False):
+        events = play(TurnTaker(TurnOptions(end_of_turn_ask_ahead=ahead)), fading(end=2.496, quiet_from=2.4, quiet_db=40.0), until=4.0,
+                      model=[(0.9, 0.1)])  # fmt: skip
+        [proposed] = [e for e in events if isinstance(e, EndOfTurnProposed)]
+        [ended] = [e for e in events if isinstance(e, UserTurnEnded)]
+        assert proposed.speech_end == pytest.approx(2.4, abs=1e-6)
+        assert proposed.t + proposed.ahead_s == pytest.approx(2.496 + proposal, abs=W)  # the silence the model hears
+        if ahead:  # asked when the answer is prepared (silero's first silent window), the pause lengthened to match
+            assert proposed.t < 2.496 + proposal - W and proposed.ahead_s > W
+        else:
+            assert proposed.ahead_s == 0.0
+        assert ended.cause == "model" and ended.t == pytest.approx(max(proposed.t + 0.1, 2.496 + proposal), abs=W)
+
+
+AHEAD = {"end_of_turn_ask_ahead": True}
+
+
+def test_asked_ahead_the_model_hears_the_pause_when_the_answer_is_prepared_and_its_verdict_waits_for_the_proposal_silence() -> None:
+    options = TurnOptions(**AHEAD)
+    events = play(TurnTaker(options), [(1.0, 2.5, 0.9)], until=4.0, model=[(0.9, 0.05)])  # answered within 0.05 s
+    assert kinds(events) == ["UserTurnStarted", "UserPaused", "EndOfTurnProposed", "UserTurnEnded"]
+    _, paused, proposed, ended = events
+    assert proposed.t == paused.t and proposed.t - proposed.speech_end == pytest_approx(options.prepare_silence_s)
+    assert proposed.ahead_s == pytest_approx(options.end_of_turn_proposal_silence_s - options.prepare_silence_s)
+    # "complete" came 0.05 s after the pause was asked about, but ends the turn only once the silence has lasted 0.2 s
+    assert ended.cause == "model" and ended.t - ended.speech_end == pytest_approx(options.end_of_turn_proposal_silence_s)
+    slow = play(TurnTaker(options), [(1.0, 2.5, 0.9)], until=4.0, model=[(0.9, 0.3)])  # a verdict later than that acts when it comes
+    [late] = only(slow, "UserTurnEnded")
+    assert late.cause == "model" and late.t == pytest.approx(only(slow, "EndOfTurnProposed")[0].t + 0.3)
+
+
+def test_asked_ahead_an_early_verdict_is_dropped_when_the_person_speaks_before_the_proposal_silence() -> None:
+    hesitation = [(1.0, 2.0, 0.9), (2.16, 3.0, 0.9)]  # a 0.16 s gap: prepared and asked, but not the 0.2 s of silence
+    events = play(TurnTaker(TurnOptions(**AHEAD)), hesitation, until=4.5, model=[(0.95, 0.05), (0.1, 0.05)])
+    assert kinds(events) == ["UserTurnStarted", "UserPaused", "EndOfTurnProposed", "UserResumed", "UserPaused", "EndOfTurnProposed",
+                             "UserTurnEnded"]  # fmt: skip
+    [ended] = only(events, "UserTurnEnded")  # the second pause's "incomplete" holds it to the fallback silence
+    assert ended.cause == "fallback" and ended.speech_end == pytest_approx(3.0)
+    assert ended.t - ended.speech_end == pytest_approx(TurnOptions().end_of_turn_fallback_silence_s)
+
+
+def test_asked_ahead_incomplete_and_words_still_hold_the_turn() -> None:
+    incomplete = play(TurnTaker(TurnOptions(**AHEAD)), [(1.0, 2.0, 0.9)], until=4.0, model=[(0.2, 0.05)])
+    [ended] = only(incomplete, "UserTurnEnded")
+    assert ended.cause == "fallback"
+    unfinished = play(TurnTaker(TurnOptions(**AHEAD)), [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)], words=[("I was thinking that", 0.1)])
+    [ended] = only(unfinished, "UserTurnEnded")
+    assert ended.cause == "fallback"
+    finished = play(TurnTaker(TurnOptions(**AHEAD)), [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)], words=[("I saw a star.", 0.25)])
+    [ended] = only(finished, "UserTurnEnded")  # "complete", held for the words, which came after the proposal silence
+    assert ended.cause == "model" and ended.t == pytest.approx(only(finished, "UserPaused")[0].t + 0.25)
 
 
 def test_a_gap_shorter_than_the_prepare_silence_prepares_nothing() -> None:
@@ -227,7 +273,7 @@ def only(events, kind):  # noqa: ANN001, ANN201
 
 
 def test_the_model_saying_complete_ends_the_turn_as_soon_as_it_answers() -> None:
-    taker = TurnTaker(TurnOptions(end_of_turn_proposal_silence_s=0.2))
+    taker = TurnTaker(TurnOptions(end_of_turn_proposal_silence_s=0.2, end_of_turn_ask_ahead=False))  # asked ahead: see below
     events = play(taker, [(1.0, 2.5, 0.9)], until=4.0, model=[(0.9, 0.07)])
     assert kinds(events) == ["UserTurnStarted", "UserPaused", "EndOfTurnProposed", "UserTurnEnded"]
     _, _, proposed, ended = events
@@ -330,7 +376,7 @@ def test_a_reply_that_starts_while_the_user_has_gone_on_is_held_as_if_they_had_b
 
 def test_a_complete_verdict_waits_for_the_words_and_ends_the_turn_when_they_come() -> None:
     for delay in (0.05, 0.2, 0.3):  # the words come before the verdict (0.08 s after the proposal), or after it
-        taker = TurnTaker(TurnOptions())
+        taker = TurnTaker(TurnOptions(end_of_turn_ask_ahead=False))
         events = play(taker, [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.08)], words=[("I saw a shooting star last night.", delay)])
         [paused] = only(events, "UserPaused")
         [proposed] = only(events, "EndOfTurnProposed")
