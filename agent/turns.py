@@ -14,7 +14,9 @@ Smart Turn with its VAD, a short silence only proposes an end (`EndOfTurnPropose
 runs the model and hands back its verdict (`end_of_turn_verdict`), which ends the turn at once when it
 says "complete". "Incomplete" keeps the turn open until a verdict on a later pause says complete or the
 fallback silence passes. A verdict that has not come by `end_of_turn_silence_s` is not waited for: the
-silence rule ends the turn, so a slow model never stalls it.
+silence rule ends the turn, so a slow model never stalls it. Asked ahead (`end_of_turn_ask_ahead`, the default),
+the proposal comes with `UserPaused`, its `ahead_s` saying how much more silence the model is to assume; a verdict
+that comes before that silence has really passed waits for it, and speech before then throws it away.
 
 The words, when the dialogue backend transcribes the person before it answers (the cascade), count too. A
 "complete" verdict waits for the early transcript of its pause (`words_coming`, then `words_heard`; the reply
