@@ -190,9 +190,9 @@ class Conversation:
                 if onset is not None:
                     await self.stage.stop_playback(onset)
                 await self.stage.interrupt()
-            case ReplyStreamed(reply=reply, event=Transcript(text=text)):
+            case ReplyStreamed(reply=reply, event=Transcript(text=text) as transcript):
                 self.report.user_said(text, reply.generation)
-                await self.user.heard_words(reply, text)
+                await self.user.heard_words(reply, transcript)
             case ReplyStreamed(reply=reply, event=TextDelta(text=text), after_release=True):
                 self.report.agent_says(reply, text, delta=True)
             case ReplyProduced(reply=reply) if reply is self.replies.deciding:

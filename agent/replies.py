@@ -109,6 +109,7 @@ class Reply:
     metrics: TurnMetrics | None = None  # set when its turn is committed (the user's turn ended, or an agent's turn began)
     times: ReplyTimes = field(init=False)
     transcript: str | None = None
+    sentence_end_probability: float | None = None  # the recognizer's, where the transcript ends (None: not said)
     text: str = ""
     released: bool = False  # it may reach the avatar (its speech goes there as it arrives)
     error: str | None = None  # what the backend reported (DialogueError): the conversation goes on
@@ -213,7 +214,7 @@ class Reply:
         metrics, t = self.metrics, self.times
         if metrics is None:
             return None
-        metrics.transcript = self.transcript
+        metrics.transcript, metrics.sentence_end_probability = self.transcript, self.sentence_end_probability
         metrics.reply_text = self.text
         metrics.heard_text = self.text if heard is None else heard
         metrics.error = self.error
@@ -247,7 +248,7 @@ class Reply:
     def _note(self, event: ReplyEvent) -> None:
         now = self.now()
         if isinstance(event, Transcript):
-            self.transcript = event.text
+            self.transcript, self.sentence_end_probability = event.text, event.sentence_end_probability
             self.times.transcript = now
             self.post(ReplyStreamed(self, event, self.released))
             return

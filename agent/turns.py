@@ -197,12 +197,14 @@ class TurnTaker:
         if self.options.end_of_turn_words and self.awaits_verdict(onset, speech_end):
             self._words_due = True
 
-    def words_heard(self, t: float, onset: float, speech_end: float, text: str) -> list[TurnEvent]:
-        """The early transcript of the speech that paused at `speech_end`: it may end the turn, or keep it open."""
+    def words_heard(self, t: float, onset: float, speech_end: float, text: str,
+                    sentence_end_probability: float | None = None) -> list[TurnEvent]:  # fmt: skip
+        """The early transcript of the speech that paused at `speech_end`, and how sure the recognizer was that a sentence
+        ends there (None: not known): it may end the turn, or keep it open."""
         if not self.awaits_verdict(onset, speech_end):
             return []  # the user has gone on speaking since, or the turn has already ended
         self._words_due = False
-        if self.options.end_of_turn_words and ends_mid_sentence(text):
+        if self.options.end_of_turn_words and (ends_mid_sentence(text) or self._unsure_ending(sentence_end_probability)):
             self._unfinished, self._held_complete = True, False
             return []
         if text.rstrip().endswith("?"):
@@ -247,6 +249,11 @@ class TurnTaker:
         return self._false_interruption(t)
 
     # ------------------------------------------------------------------------------ rules
+
+    def _unsure_ending(self, sentence_end_probability: float | None) -> bool:
+        """The recognizer doubted that the words so far end a sentence (`sentence_end_min_probability`)."""
+        least = self.options.sentence_end_min_probability
+        return least is not None and sentence_end_probability is not None and sentence_end_probability < least
 
     def _echo(self, t: float) -> bool:
         """Speech right after the avatar starts talking is taken for echo while the guard lasts."""

@@ -13,6 +13,7 @@ from liveavatar.agent.reporting import Reporter, Status
 from liveavatar.agent.stage import Stage
 from liveavatar.agent.turns import TurnEvent, TurnTaker, UserTurnEnded
 from liveavatar.devices.end_of_turn import Verdict
+from liveavatar.dialogue.base import Transcript
 
 
 class UserTurns:
@@ -73,12 +74,13 @@ class UserTurns:
         elif reply.finished.is_set():
             await self.reject()
 
-    async def heard_words(self, reply: Reply, text: str) -> None:
+    async def heard_words(self, reply: Reply, transcript: Transcript) -> None:
         """The backend transcribed the person while their answer is prepared: the words may end the turn (a question,
-        a verdict that waited for them) or keep it open (they end mid-sentence)."""
+        a verdict that waited for them) or keep it open (they end mid-sentence, or the recognizer doubts they end)."""
         span = reply.answers
         if reply is self.replies.prepared and span is not None:
-            await self.handle(self.taker.words_heard(self.now(), span.onset, span.speech_end, text))
+            await self.handle(self.taker.words_heard(self.now(), span.onset, span.speech_end, transcript.text,
+                                                     transcript.sentence_end_probability))  # fmt: skip
 
     async def commit(self, reply: Reply) -> None:
         """The answer has words: the barge-in was real (even if, the words being late, the paused reply resumed)."""

@@ -4,12 +4,17 @@ Short turns are decoded with a shortened encoder window (the turn plus 1.5 s, at
 Whisper's fixed 30 s: 0.14 s instead of 0.39 s for a 2 s question on two cores. Timestamps stay on,
 so text the model imagines in the silent padding (it starts after the audio ends) is dropped.
 Longer turns go through faster-whisper's normal 30 s windows.
+
+A short turn's transcript also says how sure Whisper was that the words end there: the probability it gave, where
+its last kept word ends, to closing the sentence (".", "?", "!", alone or with a quote or bracket). A voice that
+pauses mid-sentence often gets a full stop anyway ("Yesterday I watched."), but an unsure one (README).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,19 @@ NO_SPEECH = 0.6  # segments Whisper itself rates as probably not speech are drop
 SHORT_WINDOW_MIN_S = 8  # the shortened encoder window never goes below this (shorter ones loop and err)
 SHORT_TURN_MAX_S = 20.0  # longer turns use the standard 30 s windows
 SAMPLE_RATE = 16000
+
+
+CLOSING_TOKEN = re.compile(r"(?!.*\.\.)[.?!。？！]+[\"'”’»)\]]*")
+"""A Whisper token that closes a sentence: its marks, then quotes or brackets (an ellipsis, "..", does not close one)."""
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A transcript, and how sure the recognizer was that a sentence ends where its words end."""
+
+    text: str
+    sentence_end_probability: float | None = None
+    """The recognizer's probability, where its last word ends, of a closing mark (0–1); None when not known."""
 
 
 class ASRModelMissing(RuntimeError):
@@ -53,15 +71,20 @@ class WhisperASR:
         self.language = language
         self._model = WhisperModel(str(model_dir(model, base_dir)), device="cpu", compute_type="int8", cpu_threads=threads)
         self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language=language)
+        self._closing = np.array([i for i in range(self._tokenizer.eot) if CLOSING_TOKEN.fullmatch(self._tokenizer.decode([i]).strip())])
         self.transcribe(np.zeros(SAMPLE_RATE // 2, np.float32))  # the first call is slow: pay it at load time
 
     def transcribe(self, pcm16k: np.ndarray) -> str:
         """The words in `pcm16k`, or "" when there are none."""
-        pcm = np.asarray(pcm16k, np.float32)
-        text = self._short(pcm) if len(pcm) <= SHORT_TURN_MAX_S * SAMPLE_RATE else self._long(pcm)
-        return re.sub(r"\s+", " ", text).strip()
+        return self.hear(pcm16k).text
 
-    def _short(self, pcm: np.ndarray) -> str:
+    def hear(self, pcm16k: np.ndarray) -> Heard:
+        """The words in `pcm16k` ("" when there are none) and, for a short turn, how sure Whisper was that they end a sentence."""
+        pcm = np.asarray(pcm16k, np.float32)
+        heard = self._short(pcm) if len(pcm) <= SHORT_TURN_MAX_S * SAMPLE_RATE else Heard(self._long(pcm))
+        return Heard(re.sub(r"\s+", " ", heard.text).strip(), heard.sentence_end_probability)
+
+    def _short(self, pcm: np.ndarray) -> Heard:
         import ctranslate2
 
         duration = len(pcm) / SAMPLE_RATE
@@ -71,31 +94,54 @@ class WhisperASR:
         features = self._model.feature_extractor(audio, padding=0)[:, : window * 100]
         encoded = self._model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])), to_cpu=False)
         result = self._model.model.generate(encoded, [list(self._tokenizer.sot_sequence)], beam_size=1, max_length=int(24 + 8 * duration),
-                                            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1])[0]  # fmt: skip
+                                            return_no_speech_prob=True, return_logits_vocab=True, suppress_blank=True,
+                                            suppress_tokens=[-1])[0]  # fmt: skip
         if result.no_speech_prob >= NO_SPEECH:
-            return ""
-        return " ".join(self._segments(result.sequences_ids[0], duration))
+            return Heard("")
+        texts, last = self._segments(result.sequences_ids[0], duration)
+        return Heard(" ".join(texts), None if last is None else self._closing_probability(result.logits[0][last]))
 
-    def _segments(self, ids: list[int], duration: float) -> list[str]:
-        """Texts between timestamp pairs, keeping those that start inside the real audio."""
-        first_stamp, out, start, words = self._tokenizer.timestamp_begin, [], None, []
-        for token in ids:
+    def _closing_probability(self, logits: object) -> float:
+        """The probability, under one decoding step's logits, of a token that closes a sentence."""
+        scores = np.asarray(logits, np.float64)
+        probabilities = np.exp(scores - scores.max())
+        return round(float(probabilities[self._closing].sum() / probabilities.sum()), 4)
+
+    def _segments(self, ids: list[int], duration: float) -> tuple[list[str], int | None]:
+        """Texts between timestamp pairs, keeping those that start inside the real audio, and the step of the last kept word."""
+        first_stamp, out, start, words, last = self._tokenizer.timestamp_begin, [], None, [], None
+        for step, token in enumerate(ids):
             if token < first_stamp:
-                words.append(token)
+                words.append(step)
                 continue
             stamp = (token - first_stamp) * 0.02
             if start is None:
                 start, words = stamp, []
             else:
-                if start < duration - 0.2 and words:
-                    out.append(self._tokenizer.decode(words).strip())
+                if start < duration - 0.2 and words and not _repeats(out, words, ids, self._tokenizer):
+                    out.append(self._tokenizer.decode([ids[i] for i in words]).strip())
+                    last = words[-1]
                 start = None
-        if start is not None and words and start < duration - 0.2:
-            out.append(self._tokenizer.decode(words).strip())
-        return out
+        if start is not None and words and start < duration - 0.2 and not _repeats(out, words, ids, self._tokenizer):
+            out.append(self._tokenizer.decode([ids[i] for i in words]).strip())
+            last = words[-1]
+        return out, last
 
     def _long(self, pcm: np.ndarray) -> str:
         segments, _info = self._model.transcribe(
             pcm, language=self.language, beam_size=1, without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
         )  # fmt: skip
         return " ".join(s.text.strip() for s in segments if s.no_speech_prob < NO_SPEECH)
+
+
+def _comparable(text: str) -> str:
+    return " ".join(re.findall(r"[\w']+", text.lower()))
+
+
+def _repeats(kept: list[str], steps: list[int], ids: list[int], tokenizer: object) -> bool:
+    """Whisper looping: the segment says again (all or the start of) the segment kept before it."""
+    if not kept:
+        return False
+    said = _comparable(tokenizer.decode([ids[i] for i in steps]))  # type: ignore[attr-defined]
+    return bool(said) and _comparable(kept[-1]).startswith(said)
+

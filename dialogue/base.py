@@ -37,6 +37,8 @@ class Transcript:
     """What the backend understood the user to say (backends with their own speech recognition)."""
 
     text: str
+    sentence_end_probability: float | None = None
+    """How sure the recognizer was that a sentence ends where the words end (0–1); None when it does not say."""
 
 
 ReplyEvent = TextDelta | AudioChunk | Transcript

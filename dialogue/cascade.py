@@ -19,7 +19,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from liveavatar.dialogue.asr import WhisperASR, model_dir
+from liveavatar.dialogue.asr import Heard, WhisperASR, model_dir
 from liveavatar.dialogue.base import DialogueBackend, ReplyEvent, TextDelta, Transcript, UserTurn
 from liveavatar.dialogue.llm import LocalLLM, RemoteLLM
 from liveavatar.dialogue.registry import DialogueSetup
@@ -99,8 +99,9 @@ class CascadeDialogue(DialogueBackend):
 
     async def reply(self, turn: UserTurn) -> AsyncIterator[ReplyEvent]:
         """Transcript first, then the reply's pieces: each one's text, then its speech."""
-        heard = await self._hear(turn)
-        yield Transcript(heard)
+        heard_as = await self._hear(turn)
+        heard = heard_as.text
+        yield Transcript(heard, heard_as.sentence_end_probability)
         if self.options.ignore_fillers and is_filler(heard):
             return
         exchange = _Exchange(turn, heard)
@@ -132,11 +133,11 @@ class CascadeDialogue(DialogueBackend):
                 await writer
         self._prepare_next()
 
-    async def _hear(self, turn: UserTurn) -> str:
+    async def _hear(self, turn: UserTurn) -> Heard:
         if turn.audio is not None and len(turn.audio.pcm):
             pcm = resample(turn.audio.pcm, turn.audio.rate, 16000)
-            return await asyncio.get_running_loop().run_in_executor(self.executor, self.asr.transcribe, pcm)
-        return (turn.text or "").strip()
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.asr.hear, pcm)
+        return Heard((turn.text or "").strip())
 
     async def _write(self, messages: list[dict[str, str]], exchange: _Exchange, out: asyncio.Queue, gate: threading.Event) -> None:
         splitter = SentenceSplitter(self.options.first_clause_words, self.options.first_piece_max_words)

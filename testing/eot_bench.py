@@ -89,6 +89,7 @@ class Heard:
     cause: str | None = None  # what ended the turn that the answer answered
     cut_at: list[str] = field(default_factory=list)  # the early transcripts of turns that ended inside the utterance
     heard_as: str | None = None  # the early transcript of the turn that the answer answered
+    heard_sentence_end_p: float | None = None  # ... and the recognizer's probability that a sentence ends there
     vad_lag_s: float | None = None  # voice end -> the VAD's end of speech
     turn_end_s: float | None = None  # the VAD's end of speech -> the turn ended
     model_s: float | None = None  # the end-of-turn model's inference time on the final pause
@@ -191,7 +192,8 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
                             if t.heard_from == "user" and voice_start < t.turn_end < true_end]  # fmt: skip
             result.heard.append(heard)
             _emit(out, "eot_turn", heard.response_s, "s", bench=label, **setting.fields(), n=first + i, kind=u.kind, text=u.text,
-                  cut_off=heard.cut_off, cause=heard.cause, cut_at=heard.cut_at, heard_as=heard.heard_as)  # fmt: skip
+                  cut_off=heard.cut_off, cause=heard.cause, cut_at=heard.cut_at, heard_as=heard.heard_as,
+                  heard_sentence_end_p=heard.heard_sentence_end_p)  # fmt: skip
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
@@ -210,7 +212,7 @@ def _fill_stages(heard: Heard, turns: list, true_end: float) -> None:  # noqa: A
     if turn.first_voiced_frame is not None:
         heard.response_s = turn.first_voiced_frame - true_end
     heard.cause = turn.turn_end_cause
-    heard.heard_as = turn.transcript
+    heard.heard_as, heard.heard_sentence_end_p = turn.transcript, turn.sentence_end_probability
     heard.vad_lag_s = turn.user_speech_end - true_end
     heard.turn_end_s = turn.turn_end - turn.user_speech_end
     heard.model_s = turn.end_of_turn_model_s

@@ -42,6 +42,7 @@ def test_a_short_eot_pass_answers_each_utterance_and_reports_its_setting(example
     assert all(r is not None and 0.2 < r < 3.0 for r in responses), responses  # voice end -> first voiced frame
     assert all(line["cut_at"] == [] and not line["cut_off"] for line in lines), lines  # whole sentences, said in one breath
     assert all(line["heard_as"] and line["heard_as"][-1] in ".?!" for line in lines), lines  # the early transcript answered
+    assert all(0.0 <= line["heard_sentence_end_p"] <= 1.0 for line in lines), lines  # ... and how sure Whisper was that it ends
     assert all(h.cause in ("model", "question", "silence", "fallback") for h in result.heard), [h.cause for h in result.heard]
     for h in result.heard:  # the answer's chain in the loop: it began after the voice ended, each stage took time, in order
         stages = (h.asr_run_s, h.llm_run_s, h.tts_run_s, h.to_frame_s)

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from liveavatar.agent.config import load_persona
+from liveavatar.agent.turn_options import TurnOptions
+from liveavatar.agent.unfinished import ends_mid_sentence
 from liveavatar.dialogue.base import DialogueError, TextDelta, UserTurn
 from liveavatar.dialogue.cascade import CascadeDialogue, Options
 from liveavatar.dialogue.llm import RemoteLLM
@@ -20,6 +22,7 @@ from liveavatar.dialogue.registry import DialogueSetup, create_dialogue
 from liveavatar.dialogue.speech.piper_tts import PiperTTS
 from liveavatar.dialogue.speech.voice import VoiceOptions
 from liveavatar.media import AudioChunk, resample
+from liveavatar.testing.eot_corpus import say, user_voices
 from helpers import seconds_to_cancel_at_first_audio
 
 PROMPT = "You are Nova, a cheerful astronaut. Answer in one short sentence."
@@ -55,6 +58,7 @@ def test_a_spoken_question_is_heard_answered_and_spoken_piece_by_piece(cascade: 
     events = asyncio.run(collect(cascade, turn))
     kinds = [type(e).__name__ for _, e in events]
     assert kinds[0] == "Transcript" and words_heard("What is the tallest mountain in the world?", events[0][1].text) >= 0.75
+    assert events[0][1].sentence_end_probability > TurnOptions().sentence_end_min_probability  # Whisper is sure it is a question
     assert kinds[1] == "TextDelta" and "AudioChunk" in kinds
     audio = [(t, e) for t, e in events if isinstance(e, AudioChunk)]
     assert audio[0][0] < events[-1][0], "the first piece was not ready before the whole reply"
@@ -69,6 +73,30 @@ def test_the_shaped_persona_voices_stay_intelligible(cascade: CascadeDialogue, e
         said = "Good morning, the weather is lovely today, and the sea is calm."
         heard = cascade.asr.transcribe(spoken(said, voice).pcm)
         assert words_heard(said, heard) >= 0.75, f"{name}: Whisper heard {heard!r}"
+
+
+@pytest.mark.parametrize("said", ["My grandmother used to grow | tomatoes in her garden.", "I started | running every evening after work.",
+                                  "I think I | would like to learn how to play the piano."])  # fmt: skip
+def test_whisper_is_sure_a_whole_sentence_ends_and_unsure_where_a_voice_stops_mid_sentence(cascade: CascadeDialogue, said: str) -> None:
+    least, pause = TurnOptions().sentence_end_min_probability, np.zeros(int(0.15 * 16000), np.float32)  # as the early transcript hears it
+    for voice in user_voices():
+        whole, _ = say(voice, said)
+        with_pause, (stop, _) = say(voice, said, 0.0)
+        sentence = cascade.asr.hear(np.concatenate([whole, pause]))
+        fragment = cascade.asr.hear(np.concatenate([with_pause[: int(stop * 16000)], pause]))
+        assert not ends_mid_sentence(sentence.text) and sentence.sentence_end_probability >= least, sentence
+        assert ends_mid_sentence(fragment.text) or fragment.sentence_end_probability < least, fragment
+        assert fragment.sentence_end_probability < sentence.sentence_end_probability, (fragment, sentence)
+
+
+def test_whisper_saying_its_words_again_in_a_loop_is_heard_once(cascade: CascadeDialogue) -> None:
+    tokenizer, asr = cascade.asr._tokenizer, cascade.asr
+    stamp = lambda s: tokenizer.timestamp_begin + round(s / 0.02)  # noqa: E731
+    said, again = tokenizer.encode(" I started running every evening after work."), tokenizer.encode(" I started running every")
+    looped = [stamp(0.0), *said, stamp(1.5), stamp(1.5), *said, stamp(2.0), stamp(2.0), *again, stamp(2.5)]
+    assert asr._segments(looped, 3.0) == (["I started running every evening after work."], len(said))  # its last word's step
+    two = [stamp(0.0), *tokenizer.encode(" No."), stamp(0.5), stamp(0.6), *tokenizer.encode(" I said no, thanks."), stamp(1.5)]
+    assert asr._segments(two, 3.0)[0] == ["No.", "I said no, thanks."]  # a sentence that only shares words is kept
 
 
 def test_fillers_and_silence_get_no_answer(cascade: CascadeDialogue) -> None:

@@ -14,15 +14,15 @@ VOICE_DB, QUIET_ROOM_DB = -18.0, -70.0  # a voice's loudness, a quiet room's (dB
 
 
 def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: list[tuple[float, bool]] = (), until: float | None = None,
-         model: list[tuple[float | None, float]] = (), start: float = 0.0, words: list[tuple[str | None, float]] = ()):  # fmt: skip
+         model: list[tuple[float | None, float]] = (), start: float = 0.0, words: list[tuple] = ()):  # fmt: skip
     """Feed windows: (from_s, to_s, probability[, level_dBFS]) spans, plus avatar speaking changes; returns the events.
     Spans without a level give none (the loudness rule stays out of it); with levels, the gaps between spans are at
     QUIET_ROOM_DB.
 
     `model` scripts the end-of-turn model: one (probability, seconds it takes) per proposal, in order; a
     probability of None never answers. Each verdict is handed back at the proposal's time plus its delay.
-    `words` scripts an early transcript (as the cascade makes one): one (text, seconds it takes) per pause, in
-    order, announced at the pause (`words_coming`); a text of None never comes.
+    `words` scripts an early transcript (as the cascade makes one): one (text, seconds it takes[, the recognizer's
+    sentence-end probability]) per pause, in order, announced at the pause (`words_coming`); a text of None never comes.
     """
     events, changes, answers, heard, pending = [], sorted(agent), list(model), list(words), []
     end = until if until is not None else max(t for _, t, _ in timeline)
@@ -32,8 +32,8 @@ def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: li
             events += taker.agent_speaking(*changes.pop(0))
         for due, pause, answer in sorted([v for v in pending if v[0] <= t + 1e-9], key=lambda v: v[0]):
             pending.remove((due, pause, answer))
-            if isinstance(answer, str):
-                events += taker.words_heard(due, pause.onset, pause.speech_end, answer)
+            if isinstance(answer, tuple):
+                events += taker.words_heard(due, pause.onset, pause.speech_end, *answer)
             else:
                 events += taker.end_of_turn_verdict(due, pause.onset, pause.speech_end, answer)
         span = next((span for span in timeline if span[0] - 1e-9 <= t < span[1] - 1e-9), (t, t, 0.0, QUIET_ROOM_DB))
@@ -45,10 +45,10 @@ def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: li
                 if probability is not None:
                     pending.append((round(event.t + delay, 6), event, probability))
             if isinstance(event, UserPaused) and heard:
-                text, delay = heard.pop(0)
+                text, delay, *sentence_end = heard.pop(0)
                 taker.words_coming(event.onset, event.speech_end)
                 if text is not None:
-                    pending.append((round(event.t + delay, 6), event, text))
+                    pending.append((round(event.t + delay, 6), event, (text, *sentence_end)))
         events += new
         t = round(t + W, 6)
     return events
@@ -395,6 +395,26 @@ def test_words_that_end_mid_sentence_keep_the_turn_open_whatever_the_model_said_
         [alone] = only(play(TurnTaker(TurnOptions(end_of_turn_model=model)), [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)],
                             words=[("Tell me about, um", 0.15)]), "UserTurnEnded")  # fmt: skip
         assert alone.cause == "fallback" and alone.t - alone.speech_end == pytest_approx(1.0), model
+
+
+def test_words_the_recognizer_doubts_end_a_sentence_keep_the_turn_open_until_the_fallback_silence() -> None:
+    def ended(options: TurnOptions, words: tuple) -> UserTurnEnded:
+        [event] = only(play(TurnTaker(options), [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)], words=[words]), "UserTurnEnded")
+        return event
+
+    doubted = ended(TurnOptions(), ("Yesterday I watched.", 0.15, 0.18))  # the model says complete; the full stop is unsure
+    assert doubted.cause == "fallback" and doubted.t - doubted.speech_end == pytest_approx(1.0)
+    sure = ended(TurnOptions(), ("I saw a shooting star last night.", 0.15, 0.93))
+    assert sure.cause == "model" and sure.t - sure.speech_end < 0.5
+    for unknown in (("Yesterday I watched.", 0.15), ("Yesterday I watched.", 0.15, None)):  # a backend that does not say
+        assert ended(TurnOptions(), unknown).cause == "model"
+    assert ended(TurnOptions(sentence_end_min_probability=None), ("Yesterday I watched.", 0.15, 0.18)).cause == "model"
+    assert ended(TurnOptions(sentence_end_min_probability=0.1), ("Yesterday I watched.", 0.15, 0.18)).cause == "model"
+    assert ended(TurnOptions(end_of_turn_words=False), ("Yesterday I watched.", 0.15, 0.18)).cause == "model"
+    question = ended(TurnOptions(), ("Could you tell me?", 0.15, 0.5))  # an unsure "?" does not end the turn early either
+    assert question.cause == "fallback" and question.t - question.speech_end == pytest_approx(1.0)
+    asked = ended(TurnOptions(end_of_turn_model=False), ("Where are you?", 0.15, 0.95))
+    assert asked.cause == "question" and asked.t - asked.speech_end == pytest_approx(0.3)
 
 
 def test_words_that_never_come_hold_a_complete_verdict_no_longer_than_the_silence_rule() -> None:
