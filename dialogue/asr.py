@@ -108,23 +108,22 @@ class WhisperASR:
         return round(float(probabilities[self._closing].sum() / probabilities.sum()), 4)
 
     def _segments(self, ids: list[int], duration: float) -> tuple[list[str], int | None]:
-        """Texts between timestamp pairs, keeping those that start inside the real audio, and the step of the last kept word."""
+        """Texts between timestamp pairs, keeping those that start inside the real audio and do not repeat the one kept
+        before (Whisper looping), and the step of the last kept word."""
         first_stamp, out, start, words, last = self._tokenizer.timestamp_begin, [], None, [], None
-        for step, token in enumerate(ids):
-            if token < first_stamp:
+        for step, token in enumerate([*ids, None]):  # None: the end, which closes a segment left open
+            if token is not None and token < first_stamp:
                 words.append(step)
                 continue
-            stamp = (token - first_stamp) * 0.02
-            if start is None:
-                start, words = stamp, []
-            else:
-                if start < duration - 0.2 and words and not _repeats(out, words, ids, self._tokenizer):
-                    out.append(self._tokenizer.decode([ids[i] for i in words]).strip())
+            if start is None and token is not None:
+                start, words = (token - first_stamp) * 0.02, []
+                continue
+            if start is not None and start < duration - 0.2 and words:
+                text = self._tokenizer.decode([ids[i] for i in words]).strip()
+                if not (out and _says_again(out[-1], text)):
+                    out.append(text)
                     last = words[-1]
-                start = None
-        if start is not None and words and start < duration - 0.2 and not _repeats(out, words, ids, self._tokenizer):
-            out.append(self._tokenizer.decode([ids[i] for i in words]).strip())
-            last = words[-1]
+            start = None
         return out, last
 
     def _long(self, pcm: np.ndarray) -> str:
@@ -134,14 +133,11 @@ class WhisperASR:
         return " ".join(s.text.strip() for s in segments if s.no_speech_prob < NO_SPEECH)
 
 
+def _says_again(kept: str, text: str) -> bool:
+    """Whisper looping: `text` says again all or the start of the segment `kept` before it."""
+    said = _comparable(text)
+    return bool(said) and _comparable(kept).startswith(said)
+
+
 def _comparable(text: str) -> str:
     return " ".join(re.findall(r"[\w']+", text.lower()))
-
-
-def _repeats(kept: list[str], steps: list[int], ids: list[int], tokenizer: object) -> bool:
-    """Whisper looping: the segment says again (all or the start of) the segment kept before it."""
-    if not kept:
-        return False
-    said = _comparable(tokenizer.decode([ids[i] for i in steps]))  # type: ignore[attr-defined]
-    return bool(said) and _comparable(kept[-1]).startswith(said)
-
