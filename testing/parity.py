@@ -10,6 +10,11 @@ block exactly as the fixture README's loop does (sink prefill, per-step rings th
 Sink re-prefill at the start of clip 1, Rolling RoPE fed the recorded d values), capturing the intermediates that
 forward_single.safetensors holds. `write_fixture` writes a fixture of the same layout for another configuration
 (from this implementation: a check that the replay depends on nothing but the files).
+
+The golden vectors were computed with AVX2 kernels. On a CPU with AVX-512, torch and oneDNN pick wider kernels whose
+float sums round differently (the VAE's convolutions then differ by about 3e-6), so bit-for-bit checks run with the
+reference's kernels (`REFERENCE_KERNELS`, e.g. `vae_errors_with_reference_kernels`); set them to compare by hand:
+`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m liveavatar.testing.parity`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -31,6 +37,9 @@ from liveavatar.avatar.liveavatar.dit import CausalS2VDiT
 from liveavatar.avatar.liveavatar.stream import BlockStreamer, StepRecord, replay_relative_dist
 
 FIXTURES_ENV = "LIVEAVATAR_FIXTURES"
+REFERENCE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+"""Environment that makes torch (its own kernels) and oneDNN (convolutions) use the AVX2 code the golden vectors were
+computed with; both are read once per process, before the first kernel runs."""
 _FIXTURE_PATH = Path("shared") / "fixtures" / "liveavatar-tiny"
 
 
@@ -344,6 +353,16 @@ def vae_errors(vae_dir: Path) -> dict[str, float]:
             start += n
         errs[name] = worst
     return errs
+
+
+def vae_errors_with_reference_kernels(vae_dir: Path, timeout_s: float = 600.0) -> dict[str, float]:
+    """`vae_errors` in a fresh Python process that runs the reference's kernels (`REFERENCE_KERNELS`)."""
+    code = "import json, sys; from pathlib import Path; from liveavatar.testing.parity import vae_errors; print(json.dumps(vae_errors(Path(sys.argv[1]))))"
+    done = subprocess.run([sys.executable, "-c", code, str(vae_dir)], env={**os.environ, **REFERENCE_KERNELS}, capture_output=True,
+                          text=True, timeout=timeout_s)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"the VAE parity run failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 _REFERENCE_FLAGS = {  # the reference constructor's settings LiveAvatar runs with (DiTConfig.from_reference checks them)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from liveavatar.testing.parity import vae_errors
+from liveavatar.testing.parity import vae_errors, vae_errors_with_reference_kernels
 from liveavatar.avatar.liveavatar.vae import VAEConfig, WanVAE, diffusers_to_reference, reference_to_diffusers
 
 
 def test_decoder_matches_the_reference_bit_for_bit(vae_dir):
-    errors = vae_errors(vae_dir)
+    # with the kernels the golden vectors were computed with (AVX2): other CPUs' wider kernels round sums differently
+    errors = vae_errors_with_reference_kernels(vae_dir)
     assert errors == {"decode_oneshot": 0.0, "streamA": 0.0, "streamB": 0.0}, errors
+
+
+def test_decoder_matches_the_reference_with_this_cpus_own_kernels(vae_dir):
+    errors = vae_errors(vae_dir)
+    assert set(errors) == {"decode_oneshot", "streamA", "streamB"} and max(errors.values()) < 1e-5, errors
 
 
 def test_reference_decoder_keys_map_onto_diffusers_exactly(vae_fixture):
