@@ -42,6 +42,11 @@ class TurnOptions(BaseModel):
     from the first of the quiet windows just before (at most 0.25 s back, QUIET_TAIL_MAX_S in turns.py): every rule
     below (prepare, proposal, question, end of turn) acts that much sooner, as pipecat's VAD does with its volume gate.
     A room whose noise is within this many dB of the voice changes nothing. None: silence starts where the VAD's does."""
+    prepare_when_quiet: bool = True
+    """With end_of_speech_quiet_db: start preparing the answer once the voice has been that quiet for prepare_silence_s,
+    without waiting for the VAD to hear silence (silero's lag after a fading voice, about 0.1 s, comes off the reply).
+    It is thrown away if the voice comes back up, or the quiet sound goes on being heard as speech for longer than
+    0.25 s (QUIET_TAIL_MAX_S). Off: the answer waits for the VAD's silence."""
     end_of_turn_model: bool = True
     """Let the end-of-turn model (Smart Turn v3.2: hears the user's voice, any dialogue backend) decide whether a
     pause ends the turn. Off: silence alone decides."""

@@ -6,7 +6,9 @@ over the avatar pauses it; the conversation then decides whether a real user tur
 (`commit_turn`) — interrupt — or not (`reject_turn`, or nothing within the timeout) — resume.
 
 Silence is counted from where the voice fell `end_of_speech_quiet_db` below the turn's loudest window, once the VAD
-hears it (silero still hears a fading voice for about 0.1 s); the model alone is asked on the VAD's own silence.
+hears it (silero still hears a fading voice for about 0.1 s); the model alone is asked on the VAD's own silence. The answer
+starts being prepared sooner (`prepare_when_quiet`): once the voice has been quiet for the prepare silence, whatever the
+VAD still hears; it is thrown away if the voice comes back, or stays quiet but voiced longer than a VAD's lag explains.
 
 The end of a user turn: without the end-of-turn model, a silence of `end_of_turn_silence_s` ends it
 (`question_end_silence_s` when the early transcript ends in "?"). With the model, as pipecat combines
@@ -130,6 +132,8 @@ class TurnTaker:
         self._loudest_db = -math.inf  # the loudest window of the current speech run, dBFS
         self._quiet_since: float | None = None  # start of the trailing speech windows quieter than the voice by the option's dB
         self._quiet_tail = 0.0  # seconds of this pause's silence that were the voice's quiet tail (before the VAD's silence)
+        self._voice_end: float | None = None  # end of the last window the VAD heard speech in
+        self._paused_quiet_since: float | None = None  # the answer is being prepared for speech that fell quiet here (VAD still hears it)
         self._in_turn = False  # a speech run long enough to be a turn (or an interruption) is in progress
         self._preempted = False
         self._question = False  # the words so far end in a question mark (a hint from speech recognition)
@@ -175,15 +179,19 @@ class TurnTaker:
         if speech:
             if self._onset is None:
                 self._onset, self._speech_run, self._loudest_db = start, 0.0, -math.inf
-            if self._preempted:
-                self._preempted, self._question = False, False
-                events.append(UserResumed(end))
-            self._clear_pause()
             self._speech_run += dt
             self._silence_run = 0.0
-            self._speech_end = end
+            self._voice_end = end
             self._follow_loudness(start, level_db)
+            if not self._still_quiet_since_pause(end):
+                if self._preempted:
+                    self._preempted, self._question = False, False
+                    events.append(UserResumed(end))
+                self._paused_quiet_since = None
+                self._clear_pause()
+                self._speech_end = end
             events += self._on_speech(end)
+            events += self._pause_while_quiet(end)
         elif self._onset is not None:
             if self._silence_run == 0.0:
                 self._count_quiet_tail()
@@ -273,11 +281,30 @@ class TurnTaker:
 
     def _count_quiet_tail(self) -> None:
         """The VAD's first silent window: the silence began where the voice fell quiet, if it did (at most QUIET_TAIL_MAX_S back)."""
-        assert self._speech_end is not None
-        self._quiet_tail = 0.0 if self._quiet_since is None else min(self._speech_end - self._quiet_since, QUIET_TAIL_MAX_S)
-        self._speech_end -= self._quiet_tail
+        assert self._voice_end is not None
+        quiet_since = self._voice_end if self._quiet_since is None else self._quiet_since
+        self._speech_end = max(quiet_since, self._voice_end - QUIET_TAIL_MAX_S)  # where a pause taken while quiet put it
+        self._quiet_tail = self._voice_end - self._speech_end
         self._silence_run = self._quiet_tail
-        self._quiet_since = None
+        self._quiet_since, self._paused_quiet_since = None, None
+
+    def _pause_while_quiet(self, t: float) -> list[TurnEvent]:
+        """`prepare_when_quiet`: the voice has been quiet for the prepare silence though the VAD still hears it (silero
+        lags a fading voice): the answer starts being prepared now, for speech that ended where the voice fell quiet."""
+        o = self.options
+        if not (o.prepare_when_quiet and self._in_turn and not self._preempted and self._quiet_since is not None):
+            return []
+        if not o.prepare_silence_s <= t - self._quiet_since + SILENCE_TOLERANCE_S <= QUIET_TAIL_MAX_S + SILENCE_TOLERANCE_S:
+            return []
+        assert self._onset is not None
+        self._preempted, self._paused_quiet_since, self._speech_end = True, self._quiet_since, self._quiet_since
+        return [UserPaused(t, self._onset, self._quiet_since)]
+
+    def _still_quiet_since_pause(self, t: float) -> bool:
+        """A pause taken while the voice was quiet still holds: the voice has stayed quiet, and not for longer than a
+        VAD's lag can explain (QUIET_TAIL_MAX_S)."""
+        since = self._paused_quiet_since
+        return since is not None and self._quiet_since == since and t - since <= QUIET_TAIL_MAX_S + SILENCE_TOLERANCE_S
 
     def _on_speech(self, t: float) -> list[TurnEvent]:
         o = self.options

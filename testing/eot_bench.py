@@ -225,10 +225,10 @@ def _fill_stages(heard: Heard, turns: list, true_end: float) -> None:  # noqa: A
         None if a is None or b is None else b - a for a, b in zip(chain, chain[1:]))  # fmt: skip
 
 
-def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lead_s: float = 0.5) -> list:  # noqa: ANN001
+def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lead_s: float = 0.5, keep: tuple[type, ...] | None = None) -> list:  # noqa: ANN001
     """The user's `audio` (after `lead_s` of silence, then 2 s more) through silero VAD and the TurnTaker on a simulated
     clock; `judge(pcm)` is the end-of-turn model's probability, handed back `answer_s` after each proposal. Returns the
-    UserTurnEnded events (times in seconds from the start of the silence)."""
+    events of the types in `keep` (default: UserTurnEnded), times in seconds from the start of the silence."""
     from liveavatar.agent.turns import EndOfTurnProposed, TurnTaker, UserTurnEnded
     from liveavatar.devices.end_of_turn import SPEECH_LEAD_S, as_if_silent_for
     from liveavatar.devices.vad import SAMPLE_RATE, SileroVAD
@@ -244,7 +244,7 @@ def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lea
                 heard = signal[max(0, int((event.onset - SPEECH_LEAD_S) * SAMPLE_RATE)) : int(event.t * SAMPLE_RATE)]
                 pending.append((event.t + answer_s, event, judge(as_if_silent_for(heard, event.ahead_s))))
             events.append(event)
-    return [e for e in events if isinstance(e, UserTurnEnded)]
+    return [e for e in events if isinstance(e, keep or UserTurnEnded)]
 
 
 def bench_eot_sweep(out: IO[str], answer_s: float = 0.1) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from liveavatar.agent.turn_options import TurnOptions
-from liveavatar.agent.turns import QUIET_TAIL_MAX_S, UserTurnEnded
+from liveavatar.agent.turns import QUIET_TAIL_MAX_S, UserPaused, UserResumed, UserTurnEnded
 from liveavatar.devices.end_of_turn import EndOfTurnModelMissing, SmartTurn, as_if_silent_for, model_path
 from liveavatar.devices.log_mel import log_mel
 from liveavatar.devices.vad import SAMPLE_RATE, WINDOW, level_db
@@ -160,3 +160,27 @@ def test_silence_counts_from_where_a_real_voice_fades_and_a_noisy_room_changes_n
     assert np.median(plain_lags) > 0.07, f"silero should hear the fading voice for a while: {plain_lags}"
     assert np.median(gated_lags) < 0.05, f"the speech should end where the voice falls quiet: {gated_lags}"
     assert np.median(np.subtract(plain_lags, gated_lags)) >= 0.05
+
+
+def test_the_answer_is_prepared_as_a_real_voice_fades_before_silero_hears_silence(model: SmartTurn) -> None:
+    voices = user_voices()
+    sentences = ["I have never seen the ocean.", "Do you like music?", "My favourite colour is dark blue.", "Is it cold up there?"]
+    when_quiet, on_silence = TurnOptions(end_of_turn_model=False), TurnOptions(end_of_turn_model=False, prepare_when_quiet=False)
+    pauses = (UserPaused, UserResumed, UserTurnEnded)
+    sooner = []
+    for i, text in enumerate(sentences):
+        audio, _ = say(voices[i % 2], text)
+        true_end = 0.5 + voice_span(audio)[1]
+        quick, waited = (simulate_turns(audio, options, model.probability, ANSWER_S, keep=pauses) for options in (when_quiet, on_silence))
+        for events in (quick, waited):
+            last_paused, ended = [e for e in events if isinstance(e, UserPaused)][-1], events[-1]
+            assert isinstance(ended, UserTurnEnded) and not any(isinstance(e, UserResumed) and e.t > last_paused.t for e in events)
+            assert (last_paused.onset, last_paused.speech_end) == (ended.onset, ended.speech_end), "the prepared answer is the one released"
+            assert last_paused.t >= true_end
+        assert quick[-1].speech_end == waited[-1].speech_end and quick[-1].t == waited[-1].t, "only the preparation moves"
+        sooner.append(waited[-2].t - quick[-2].t)
+        loudest = max(level_db(audio[k : k + WINDOW]) for k in range(0, len(audio) - WINDOW, WINDOW))
+        noise = np.random.default_rng(i).normal(0.0, 10 ** ((loudest - 20.0) / 20), len(audio)).astype(np.float32)  # a noisy room
+        noisy, noisy_before = (simulate_turns(audio + noise, options, model.probability, ANSWER_S, keep=pauses) for options in (when_quiet, on_silence))
+        assert [(type(e), e.t) for e in noisy] == [(type(e), e.t) for e in noisy_before], "nothing is 30 dB quieter in a noisy room"
+    assert min(sooner) >= 0.0 and np.median(sooner) >= 0.03, f"the answer should start sooner: {sooner}"

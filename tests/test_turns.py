@@ -113,7 +113,8 @@ def test_silence_counts_from_where_the_voice_fell_quiet_so_the_answer_is_prepare
     assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserTurnEnded"]
     _, paused, ended = events
     assert ended.speech_end == pytest.approx(2.4, abs=1e-6), "the speech should end where the voice fell quiet"
-    assert paused.t == pytest.approx(2.496 + W, abs=1e-6), "the answer should be prepared at the VAD's first silent window"
+    assert paused.t == pytest.approx(2.4 + TurnOptions().prepare_silence_s, abs=1e-6), "the answer should be prepared once quiet"
+    assert paused.speech_end == ended.speech_end, "the answer prepared while quiet should be the one the turn's end releases"
     assert ended.t == pytest.approx(2.4 + 0.6, abs=W), "the silence rule should count from the quiet voice"
     [same] = [e for e in play(TurnTaker(TurnOptions(end_of_speech_quiet_db=None, **SILENCE_ONLY)),
                               fading(end=2.496, quiet_from=2.4, quiet_db=40.0), until=4.0) if isinstance(e, UserTurnEnded)]  # fmt: skip
@@ -130,6 +131,11 @@ def test_a_voice_not_quiet_enough_or_a_noisy_room_changes_nothing(quiet_db: floa
 def test_a_quiet_moment_inside_the_speech_is_not_silence() -> None:
     timeline = [(1.0, 1.792, 0.9, VOICE_DB), (1.792, 1.952, 0.9, VOICE_DB - 45.0), (1.952, 2.496, 0.9, VOICE_DB)]  # a stop's closure
     events = play(TurnTaker(TurnOptions(**SILENCE_ONLY)), timeline, until=4.0)
+    # an answer is prepared in it (the voice was quiet for the prepare silence) and thrown away when the voice comes back
+    assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserResumed", "UserPaused", "UserTurnEnded"]
+    assert events[1].t == pytest.approx(1.792 + TurnOptions().prepare_silence_s, abs=1e-6) and events[2].t == pytest.approx(1.984)
+    assert events[-1].speech_end == pytest.approx(2.496, abs=1e-6) and events[-1].t == pytest.approx(2.496 + 0.6, abs=W)
+    events = play(TurnTaker(TurnOptions(prepare_when_quiet=False, **SILENCE_ONLY)), timeline, until=4.0)
     assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserTurnEnded"]
     assert events[-1].speech_end == pytest.approx(2.496, abs=1e-6)
 
@@ -138,6 +144,27 @@ def test_at_most_a_quarter_second_of_quiet_voice_counts_as_silence() -> None:
     [ended] = [e for e in play(TurnTaker(TurnOptions(**SILENCE_ONLY)), fading(end=2.496, quiet_from=1.792, quiet_db=40.0), until=4.0)
                if isinstance(e, UserTurnEnded)]  # fmt: skip
     assert ended.speech_end == pytest.approx(2.496 - QUIET_TAIL_MAX_S, abs=1e-6)
+
+
+def test_a_voice_quiet_but_heard_for_longer_than_the_vad_lags_throws_the_answer_prepared_in_it_away() -> None:
+    events = play(TurnTaker(TurnOptions(**SILENCE_ONLY)), fading(end=2.496, quiet_from=1.792, quiet_db=40.0), until=4.0)
+    assert kinds(events) == ["UserTurnStarted", "UserPaused", "UserResumed", "UserPaused", "UserTurnEnded"]
+    _, early, resumed, paused, ended = events
+    assert early.speech_end == pytest.approx(1.792) and early.t == pytest.approx(1.792 + TurnOptions().prepare_silence_s)
+    assert resumed.t == pytest.approx(1.792 + QUIET_TAIL_MAX_S + W, abs=W), "quiet speech longer than a VAD's lag is speech"
+    assert paused.speech_end == ended.speech_end == pytest.approx(2.496 - QUIET_TAIL_MAX_S, abs=1e-6)
+
+
+def test_words_and_a_verdict_on_an_answer_prepared_while_the_voice_is_quiet_count() -> None:
+    # the words come while silero still hears the faded voice; the model is asked at its first silent window, on the same speech
+    fade = fading(end=2.496, quiet_from=2.4, quiet_db=40.0)
+    unfinished = play(TurnTaker(TurnOptions()), fade, until=4.5, model=[(0.9, 0.05)], words=[("Tell me about", 0.02)])
+    [paused], [proposed], [ended] = only(unfinished, "UserPaused"), only(unfinished, "EndOfTurnProposed"), only(unfinished, "UserTurnEnded")
+    assert paused.t < 2.496 and proposed.t == pytest.approx(2.496 + W) and proposed.speech_end == paused.speech_end == ended.speech_end
+    assert ended.cause == "fallback" and ended.t - ended.speech_end == pytest_approx(1.0)
+    finished = play(TurnTaker(TurnOptions()), fade, until=4.5, model=[(0.9, 0.05)], words=[("I saw a shooting star last night.", 0.02, 0.95)])
+    [ended] = only(finished, "UserTurnEnded")
+    assert ended.cause == "model" and ended.speech_end == pytest.approx(2.4) and ended.t == pytest.approx(2.496 + 0.2, abs=W)
 
 
 def test_the_model_hears_the_proposal_silence_as_the_vad_hears_it() -> None:
