@@ -72,6 +72,9 @@ class Options(BaseModel):
     """Speak the reply's first clause (cut at a comma after this many words) before the sentence ends; 0 = whole sentences."""
     first_piece_max_words: Annotated[int, Field(ge=0, le=40)] = 3
     """With no comma by then, the first piece is cut after this many words (0 = wait for punctuation)."""
+    start_at_first_sound: bool = True
+    """The reply's first piece starts 10 ms before its first sound: the 50-80 ms of silence Piper puts before it are
+    cut, so the answer is heard that much sooner (later pieces keep theirs: the pauses between sentences)."""
 
 
 @dataclass
@@ -118,10 +121,10 @@ class CascadeDialogue(DialogueBackend):
                 if isinstance(sentence, BaseException):
                     raise sentence
                 yield TextDelta(sentence if first else " " + sentence)
-                first = False
+                from_first_sound, first = first and self.options.start_at_first_sound, False  # the reply's first sound: no wait
                 writing.clear()
                 try:
-                    async for chunk in self.tts.stream(sentence):
+                    async for chunk in self.tts.stream(sentence, from_first_sound=from_first_sound):
                         writing.set()  # synthesized: the LLM may go on while the consumer takes the speech
                         yield chunk
                         writing.clear()

@@ -19,7 +19,7 @@ from liveavatar.dialogue.base import DialogueError, TextDelta, UserTurn
 from liveavatar.dialogue.cascade import CascadeDialogue, Options
 from liveavatar.dialogue.llm import RemoteLLM
 from liveavatar.dialogue.registry import DialogueSetup, create_dialogue
-from liveavatar.dialogue.speech.piper_tts import PiperTTS
+from liveavatar.dialogue.speech.piper_tts import PiperTTS, first_sound
 from liveavatar.dialogue.speech.voice import VoiceOptions
 from liveavatar.media import AudioChunk, resample
 from liveavatar.testing.eot_corpus import say, user_voices
@@ -65,6 +65,7 @@ def test_a_spoken_question_is_heard_answered_and_spoken_piece_by_piece(cascade: 
     text = "".join(e.text for _, e in events if isinstance(e, TextDelta))
     assert cascade.history[-1] == (events[0][1].text, cascade.history[-1][1]) and text.strip()
     assert all(e.rate == 22050 and len(e.phonemes) for _, e in audio)
+    assert first_sound(audio[0][1].pcm, audio[0][1].rate) == 0, "the answer's first sound should come without Piper's lead-in"
 
 
 def test_the_shaped_persona_voices_stay_intelligible(cascade: CascadeDialogue, examples: Path) -> None:

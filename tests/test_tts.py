@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from liveavatar.agent.config import load_persona
-from liveavatar.dialogue.speech.piper_tts import PiperTTS, VoiceNotFound, voice_files
+from liveavatar.dialogue.speech.piper_tts import SOUND_LEAD_S, PiperTTS, VoiceNotFound, first_sound, voice_files
 from liveavatar.dialogue.speech.shaping import pyworld, shape_voice
 from liveavatar.dialogue.speech.voice import VoiceOptions
 
@@ -32,6 +32,29 @@ def test_one_chunk_per_sentence_with_phonemes_covering_every_sample() -> None:
         assert {"ɪ", "t"} <= {s.phoneme for s in chunk.phonemes} or len(chunk.phonemes) > 5
     assert [c.pts for c in chunks] == pytest.approx([0.0, chunks[0].duration, chunks[0].duration + chunks[1].duration])
     assert 0.7 <= max(np.abs(np.concatenate([c.pcm for c in chunks]))) <= 0.8  # normalised to the voice's volume
+
+
+def test_first_sound_is_found_after_silence_and_a_little_before_the_sound() -> None:
+    rate = 22050
+    tone = 0.5 * np.sin(2 * np.pi * 220 * np.arange(rate // 2) / rate)
+    for lead_s in (0.0, 0.005, 0.06, 0.3):
+        hiss = np.random.default_rng(1).normal(0, 0.5 * 10 ** (-50 / 20), int(lead_s * rate))  # 50 dB below the voice
+        start = first_sound(np.concatenate([hiss, tone]).astype(np.float32), rate)
+        assert max(0.0, lead_s - SOUND_LEAD_S) - 0.006 <= start / rate <= max(0.0, lead_s - SOUND_LEAD_S) + 1e-9, lead_s
+    assert first_sound(np.zeros(1000, np.float32), rate) == 0 and first_sound(np.zeros(0, np.float32), rate) == 0
+
+
+def test_a_reply_can_start_at_its_first_sound_with_its_phonemes_moved_to_match() -> None:
+    tts = PiperTTS(VoiceOptions(pitch_semitones=7, formant_shift=1.16))
+    plain = list(tts.synthesize("Oh, I love it. And the stars too."))
+    assert all(first_sound(c.pcm, c.rate) / c.rate >= 0.015 for c in plain), "Piper puts silence before each sentence"
+    trimmed = list(tts.synthesize("Oh, I love it. And the stars too.", from_first_sound=True))
+    assert first_sound(trimmed[0].pcm, trimmed[0].rate) == 0, "the first sentence should start at its sound"
+    assert first_sound(trimmed[1].pcm, trimmed[1].rate) / trimmed[1].rate >= 0.015, "later sentences keep their lead-in"
+    for chunk in trimmed:
+        assert sum(span.length for span in chunk.phonemes) == len(chunk.pcm)
+        assert [s.start for s in chunk.phonemes] == list(np.cumsum([0] + [s.length for s in chunk.phonemes[:-1]]))
+    assert trimmed[1].pts == pytest.approx(trimmed[0].duration)
 
 
 def test_first_sentence_is_ready_before_the_rest_is_synthesized() -> None:
