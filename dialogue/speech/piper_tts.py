@@ -89,10 +89,10 @@ class PiperTTS:
             if stop is not None and stop.is_set():
                 return
             pcm = sentence.audio_float_array.astype(np.float32)
-            cut = first_sound(pcm, self.rate) if from_first_sound and index == 0 else 0
-            pcm = pcm[cut:]
             if self.options.shaped:
                 pcm = shape_voice(pcm, self.rate, self.options.pitch_semitones, self.options.formant_shift)
+            cut = first_sound(pcm, self.rate) if from_first_sound and index == 0 else 0  # on the sound as it will be heard
+            pcm = pcm[cut:]
             peak = float(np.max(np.abs(pcm))) if len(pcm) else 0.0
             if peak > 0:
                 pcm *= self.options.volume / peak
