@@ -73,7 +73,7 @@ class Options(BaseModel):
     first_piece_max_words: Annotated[int, Field(ge=0, le=40)] = 3
     """With no comma by then, the first piece is cut after this many words (0 = wait for punctuation)."""
     start_at_first_sound: bool = True
-    """The reply's first piece starts 10 ms before its first sound: the 50-80 ms of silence Piper puts before it are
+    """The reply's first piece starts 10 ms before its first sound: the 35-65 ms of silence Piper puts before it are
     cut, so the answer is heard that much sooner (later pieces keep theirs: the pauses between sentences)."""
 
 

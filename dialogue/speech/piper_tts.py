@@ -79,7 +79,7 @@ class PiperTTS:
     def synthesize(self, text: str, stop: threading.Event | None = None, from_first_sound: bool = False) -> Iterator[AudioChunk]:
         """Blocking: sentence chunks of `text` (pts from 0), stopping early when `stop` is set; text too long for
         one synthesis is spoken in pieces of at most MAX_PIECE_CHARS. `from_first_sound`: the first chunk starts
-        SOUND_LEAD_S before its first sound (Piper puts 50-80 ms of silence before it), its phonemes moved to match."""
+        SOUND_LEAD_S before its first sound as heard (Piper puts 35-65 ms of silence before it), its phonemes moved to match."""
         from piper import SynthesisConfig
 
         cfg = SynthesisConfig(length_scale=1.0 / self.options.speaking_rate, normalize_audio=True)
