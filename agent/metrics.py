@@ -22,6 +22,7 @@ class TurnMetrics:
     end_of_turn_model_s: float | None = None  # ... and how long it took
     transcript: str | None = None
     sentence_end_probability: float | None = None  # the recognizer's, that a sentence ends where the transcript does
+    language_end_probability: float | None = None  # the language model's, from the transcript's words alone
     reply_text: str = ""
     heard_text: str = ""
     reply_started_s: float | None = None  # turn end -> the reply began (negative: prepared during the pause before it)

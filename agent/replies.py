@@ -110,6 +110,7 @@ class Reply:
     times: ReplyTimes = field(init=False)
     transcript: str | None = None
     sentence_end_probability: float | None = None  # the recognizer's, where the transcript ends (None: not said)
+    language_end_probability: float | None = None  # the language model's, from the transcript's words alone (None: not said)
     text: str = ""
     released: bool = False  # it may reach the avatar (its speech goes there as it arrives)
     error: str | None = None  # what the backend reported (DialogueError): the conversation goes on
@@ -215,6 +216,7 @@ class Reply:
         if metrics is None:
             return None
         metrics.transcript, metrics.sentence_end_probability = self.transcript, self.sentence_end_probability
+        metrics.language_end_probability = self.language_end_probability
         metrics.reply_text = self.text
         metrics.heard_text = self.text if heard is None else heard
         metrics.error = self.error
@@ -249,6 +251,7 @@ class Reply:
         now = self.now()
         if isinstance(event, Transcript):
             self.transcript, self.sentence_end_probability = event.text, event.sentence_end_probability
+            self.language_end_probability = event.language_end_probability
             self.times.transcript = now
             self.post(ReplyStreamed(self, event, self.released))
             return

@@ -24,7 +24,11 @@ The words, when the dialogue backend transcribes the person before it answers (t
 "complete" verdict waits for the early transcript of its pause (`words_coming`, then `words_heard`; the reply
 needs those words anyway, so waiting costs no reply time), never past the silence rule. Words that end
 mid-sentence ("um", "and", "the", "about", a trailing comma) keep the turn open until the fallback silence,
-whatever the model said; words ending in "?" end it after `question_end_silence_s`.
+whatever the model said; words ending in "?" end it after `question_end_silence_s`. The backend's language model, when it
+says how likely a sentence ends where the words end (the cascade's local LLM, from the words alone), counts as well:
+below `language_end_min_probability` the words end mid-sentence ("I have been learning.", "What?"), and at or above
+`language_end_sure_probability` they end the turn once the proposal silence has passed, whatever the model heard (and
+Whisper's mark needs only `sentence_end_min_probability_if_sure`).
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ class UserTurnEnded(TurnEvent):
     onset: float
     speech_end: float
     over_agent: bool  # spoken while the avatar was paused: the conversation must commit or reject it
-    cause: str = "silence"  # what ended it: silence | model | question | fallback
+    cause: str = "silence"  # what ended it: silence | model | question | words | fallback
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,11 @@ class InterruptAgent(TurnEvent):
     onset: float | None = None
 
 
+def _below(probability: float | None, least: float | None) -> bool:
+    """Whether a known `probability` is below the option `least` (never when either is None: not known, or the rule off)."""
+    return least is not None and probability is not None and probability < least
+
+
 SILENCE_TOLERANCE_S = 1e-6  # VAD windows' lengths are sums of floats: 2 x 0.032 s must count as 0.064 s
 QUIET_TAIL_MAX_S = 0.25  # the most of a quiet tail counted as silence: silero's lag after a fade (the bench's p90: 0.24 s)
 
@@ -144,6 +153,7 @@ class TurnTaker:
         self._words_due = False  # the early transcript of this pause is on its way
         self._held_complete = False  # the model said "complete" while the words were still due
         self._unfinished = False  # the words of this pause end mid-sentence: only the fallback silence ends the turn
+        self._words_sure = False  # the words of this pause surely end a sentence: the proposal silence ends the turn
         self._awaiting_verdict_since: float | None = None  # paused, user's turn ended, waiting for commit/reject
         self._agent_speaking = False
         self._agent_started_at = -1e9
@@ -205,14 +215,21 @@ class TurnTaker:
         if self.options.end_of_turn_words and self.awaits_verdict(onset, speech_end):
             self._words_due = True
 
-    def words_heard(self, t: float, onset: float, speech_end: float, text: str,
-                    sentence_end_probability: float | None = None) -> list[TurnEvent]:  # fmt: skip
-        """The early transcript of the speech that paused at `speech_end`, and how sure the recognizer was that a sentence
-        ends there (None: not known): it may end the turn, or keep it open."""
+    def words_heard(self, t: float, onset: float, speech_end: float, text: str, sentence_end_probability: float | None = None,
+                    language_end_probability: float | None = None) -> list[TurnEvent]:  # fmt: skip
+        """The early transcript of the speech that paused at `speech_end`, how sure the recognizer was that a sentence ends
+        there, and how likely the language model found it from the words alone (None: not known): it may end the turn,
+        or keep it open."""
         if not self.awaits_verdict(onset, speech_end):
             return []  # the user has gone on speaking since, or the turn has already ended
         self._words_due = False
-        if self.options.end_of_turn_words and (ends_mid_sentence(text) or self._unsure_ending(sentence_end_probability)):
+        o = self.options
+        sure = o.language_end_sure_probability is not None and (language_end_probability or 0.0) >= o.language_end_sure_probability
+        least_mark = o.sentence_end_min_probability
+        if sure and least_mark is not None and o.sentence_end_min_probability_if_sure is not None:
+            least_mark = min(least_mark, o.sentence_end_min_probability_if_sure)  # the language model vouches for the words
+        if o.end_of_turn_words and (ends_mid_sentence(text) or _below(sentence_end_probability, least_mark)
+                                    or _below(language_end_probability, o.language_end_min_probability)):  # fmt: skip
             self._unfinished, self._held_complete = True, False
             return []
         if text.rstrip().endswith("?"):
@@ -221,6 +238,10 @@ class TurnTaker:
             self._question = True
             if self._silence_run >= self.options.question_end_silence_s:
                 return self._end_turn(t, "question")
+        if o.end_of_turn_words and o.end_of_turn_model and sure:
+            self._words_sure = True  # they end the turn once the proposal silence has passed, whatever the model says
+            if self._proposal_silence_passed:
+                return self._end_turn(t, "model" if self._held_complete else "words")
         return self._end_turn(t, "model") if self._held_complete else []
 
     def awaits_verdict(self, onset: float, speech_end: float) -> bool:
@@ -257,11 +278,6 @@ class TurnTaker:
         return self._false_interruption(t)
 
     # ------------------------------------------------------------------------------ rules
-
-    def _unsure_ending(self, sentence_end_probability: float | None) -> bool:
-        """The recognizer doubted that the words so far end a sentence (`sentence_end_min_probability`)."""
-        least = self.options.sentence_end_min_probability
-        return least is not None and sentence_end_probability is not None and sentence_end_probability < least
 
     def _echo(self, t: float) -> bool:
         """Speech right after the avatar starts talking is taken for echo while the guard lasts."""
@@ -350,6 +366,8 @@ class TurnTaker:
                 events += self.end_of_turn_verdict(t, self._onset, self._speech_end, self._early_verdict)
                 if not self._in_turn:
                     return events  # the verdict ended the turn
+        if self._words_sure and self._proposal_silence_passed:
+            return events + self._end_turn(t, "words")
         held_open = self._incomplete or self._unfinished
         if self._question and self._silence_run >= o.question_end_silence_s:
             events += self._end_turn(t, "question")
@@ -362,7 +380,7 @@ class TurnTaker:
     def _clear_pause(self) -> None:
         """The user spoke: what was known about their last pause no longer holds."""
         self._proposed, self._proposal_silence_passed, self._early_verdict, self._incomplete = False, False, None, False
-        self._words_due, self._held_complete, self._unfinished = False, False, False
+        self._words_due, self._held_complete, self._unfinished, self._words_sure = False, False, False, False
 
     def _end_turn(self, t: float, cause: str) -> list[TurnEvent]:
         assert self._onset is not None and self._speech_end is not None

@@ -76,11 +76,12 @@ class UserTurns:
 
     async def heard_words(self, reply: Reply, transcript: Transcript) -> None:
         """The backend transcribed the person while their answer is prepared: the words may end the turn (a question,
-        a verdict that waited for them) or keep it open (they end mid-sentence, or the recognizer doubts they end)."""
+        a verdict that waited for them, a sentence the language model is sure of) or keep it open (they end mid-sentence, or
+        the recognizer or the language model doubts they end)."""
         span = reply.answers
         if reply is self.replies.prepared and span is not None:
             await self.handle(self.taker.words_heard(self.now(), span.onset, span.speech_end, transcript.text,
-                                                     transcript.sentence_end_probability))  # fmt: skip
+                                                     transcript.sentence_end_probability, transcript.language_end_probability))  # fmt: skip
 
     async def commit(self, reply: Reply) -> None:
         """The answer has words: the barge-in was real (even if, the words being late, the paused reply resumed)."""

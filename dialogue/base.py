@@ -39,6 +39,9 @@ class Transcript:
     text: str
     sentence_end_probability: float | None = None
     """How sure the recognizer was that a sentence ends where the words end (0–1); None when it does not say."""
+    language_end_probability: float | None = None
+    """How likely the backend's language model found it, from the words alone (their closing marks left out), that a
+    sentence ends where they end (0–1); None when it does not say."""
 
 
 ReplyEvent = TextDelta | AudioChunk | Transcript

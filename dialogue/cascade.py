@@ -104,12 +104,14 @@ class CascadeDialogue(DialogueBackend):
         """Transcript first, then the reply's pieces: each one's text, then its speech."""
         heard_as = await self._hear(turn)
         heard = heard_as.text
-        yield Transcript(heard, heard_as.sentence_end_probability)
         if self.options.ignore_fillers and is_filler(heard):
+            yield Transcript(heard, heard_as.sentence_end_probability)
             return
-        exchange = _Exchange(turn, heard)
         self._trim_history()
         messages = [*self._prefix(), {"role": "user", "content": heard}]
+        # The LLM reads the prompt up to the words first: how likely a sentence ends there helps turn-taking.
+        yield Transcript(heard, heard_as.sentence_end_probability, await self.llm.end_probability(messages))
+        exchange = _Exchange(turn, heard)
         self._history.append(exchange)
         sentences: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
         writing = threading.Event()  # cleared while speech is synthesized: the LLM waits between tokens

@@ -2,7 +2,8 @@
 
 What the answer to a turn must wait for, stage by stage, on this machine with nothing else of ours running:
 Whisper on a spoken statement with 1 and 2 threads, the end-of-turn model on it, SmolLM2's first piece (the words the splitter
-hands to speech first) with 1 and 2 threads, after the example persona's system prompt, and Piper's first piece
+hands to speech first) with 1 and 2 threads, after the example persona's system prompt, alone and after the cascade's question
+of how likely a sentence ends with the words (the prompt read in two parts), and Piper's first piece
 plain and in that persona's shaped voice. Medians over `--runs` calls. The live loop (`liveavatar bench eot`) runs them on
 the same cores as the avatar, so they cost more there.
 """
@@ -38,9 +39,10 @@ def _timed(work: Callable[[], object], runs: int) -> list[float]:
     return seconds
 
 
-async def _first_piece_s(llm, system_prompt: str, question: str) -> tuple[float, int]:  # noqa: ANN001 - LocalLLM
+async def _first_piece_s(llm, system_prompt: str, question: str, ending_first: bool = False) -> tuple[float, int]:  # noqa: ANN001 - LocalLLM
     """Seconds from the request to the splitter's first piece, the prompt's start already read in the background (as
-    after every reply), and the prompt tokens left to read."""
+    after every reply), and the prompt tokens left to read. `ending_first`: the LLM is asked first how likely a sentence
+    ends with the words (as the cascade does, for turn-taking), then writes."""
     from liveavatar.dialogue.speech.sentences import SentenceSplitter
 
     prefix = [{"role": "system", "content": system_prompt}]
@@ -49,6 +51,8 @@ async def _first_piece_s(llm, system_prompt: str, question: str) -> tuple[float,
     new_tokens = llm.uncached_tokens(messages)  # waits for the background read
     splitter = SentenceSplitter(3, 3)
     started = time.perf_counter()
+    if ending_first:
+        await llm.end_probability(messages)
     async for delta in llm.stream(messages, 48, 0.5):
         if splitter.feed(delta):
             break
@@ -80,11 +84,15 @@ def run(out: IO[str], runs: int) -> None:
     for threads in (1, 2):
         llm = LocalLLM(threads=threads)
         try:
-            timed = [asyncio.run(_first_piece_s(llm, persona.system_prompt, STATEMENTS[i % len(STATEMENTS)])) for i in range(runs)]
+            timed = {False: [], True: []}  # asked alone, and after the sentence's end: call by call, so both see the machine alike
+            for i in range(runs):
+                for ending_first, times in timed.items():
+                    times.append(asyncio.run(_first_piece_s(llm, persona.system_prompt, STATEMENTS[i % len(STATEMENTS)], ending_first)))
+            for ending_first, times in timed.items():
+                _emit_times(out, "chain_llm_first_piece", [s for s, _ in times], threads=threads, model="smollm2-135m",
+                      new_prompt_tokens=statistics.median(n for _, n in times), sentence_end_asked_first=ending_first)  # fmt: skip
         finally:
             llm.close()
-        _emit_times(out, "chain_llm_first_piece", [s for s, _ in timed], threads=threads, model="smollm2-135m",
-              new_prompt_tokens=statistics.median(n for _, n in timed))  # fmt: skip
     for shaped in (False, True):
         tts = PiperTTS(persona.voice if shaped else VoiceOptions(), persona.base_dir)
         _emit_times(out, "chain_tts_first_piece", _timed(lambda: list(tts.synthesize(FIRST_PIECE)), runs), text=FIRST_PIECE,  # noqa: B023

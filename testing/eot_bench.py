@@ -90,6 +90,7 @@ class Heard:
     cut_at: list[str] = field(default_factory=list)  # the early transcripts of turns that ended inside the utterance
     heard_as: str | None = None  # the early transcript of the turn that the answer answered
     heard_sentence_end_p: float | None = None  # ... and the recognizer's probability that a sentence ends there
+    heard_language_end_p: float | None = None  # ... and the language model's, from the words alone
     vad_lag_s: float | None = None  # voice end -> the VAD's end of speech
     turn_end_s: float | None = None  # the VAD's end of speech -> the turn ended
     model_s: float | None = None  # the end-of-turn model's inference time on the final pause
@@ -193,7 +194,7 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
             result.heard.append(heard)
             _emit(out, "eot_turn", heard.response_s, "s", bench=label, **setting.fields(), n=first + i, kind=u.kind, text=u.text,
                   cut_off=heard.cut_off, cause=heard.cause, cut_at=heard.cut_at, heard_as=heard.heard_as,
-                  heard_sentence_end_p=heard.heard_sentence_end_p)  # fmt: skip
+                  heard_sentence_end_p=heard.heard_sentence_end_p, heard_language_end_p=heard.heard_language_end_p)  # fmt: skip
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
@@ -213,6 +214,7 @@ def _fill_stages(heard: Heard, turns: list, true_end: float) -> None:  # noqa: A
         heard.response_s = turn.first_voiced_frame - true_end
     heard.cause = turn.turn_end_cause
     heard.heard_as, heard.heard_sentence_end_p = turn.transcript, turn.sentence_end_probability
+    heard.heard_language_end_p = turn.language_end_probability
     heard.vad_lag_s = turn.user_speech_end - true_end
     heard.turn_end_s = turn.turn_end - turn.user_speech_end
     heard.model_s = turn.end_of_turn_model_s
@@ -225,24 +227,36 @@ def _fill_stages(heard: Heard, turns: list, true_end: float) -> None:  # noqa: A
         None if a is None or b is None else b - a for a, b in zip(chain, chain[1:]))  # fmt: skip
 
 
-def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lead_s: float = 0.5, keep: tuple[type, ...] | None = None) -> list:  # noqa: ANN001
+def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lead_s: float = 0.5, keep: tuple[type, ...] | None = None,  # noqa: ANN001
+                   hear=None, hear_s: float = 0.25) -> list:  # noqa: ANN001 - a callable
     """The user's `audio` (after `lead_s` of silence, then 2 s more) through silero VAD and the TurnTaker on a simulated
-    clock; `judge(pcm)` is the end-of-turn model's probability, handed back `answer_s` after each proposal. Returns the
-    events of the types in `keep` (default: UserTurnEnded), times in seconds from the start of the silence."""
-    from liveavatar.agent.turns import EndOfTurnProposed, TurnTaker, UserTurnEnded
+    clock; `judge(pcm)` is the end-of-turn model's probability, handed back `answer_s` after each proposal. `hear(pcm)`,
+    when given, is the early transcript of each pause as the cascade makes it (text, the recognizer's and the language
+    model's sentence-end probabilities), from the speech the prepared answer hears, handed back `hear_s` after the pause.
+    Returns the events of the types in `keep` (default: UserTurnEnded), times in seconds from the start of the silence."""
+    from liveavatar.agent.listening import POST_ROLL_S, PRE_ROLL_S
+    from liveavatar.agent.turns import EndOfTurnProposed, TurnTaker, UserPaused, UserTurnEnded
     from liveavatar.devices.end_of_turn import SPEECH_LEAD_S, as_if_silent_for
     from liveavatar.devices.vad import SAMPLE_RATE, SileroVAD
 
     signal = np.concatenate([np.zeros(int(lead_s * SAMPLE_RATE), np.float32), audio, np.zeros(2 * SAMPLE_RATE, np.float32)])
     taker, vad, pending, events = TurnTaker(options), SileroVAD(), [], []
     for window in vad.feed(signal):
-        for due, proposal, probability in [p for p in pending if p[0] <= window.start_s]:
-            pending.remove((due, proposal, probability))
-            events += taker.end_of_turn_verdict(due, proposal.onset, proposal.speech_end, probability)
+        for due, event, answer in sorted([p for p in pending if p[0] <= window.start_s], key=lambda p: p[0]):
+            pending.remove((due, event, answer))
+            if isinstance(event, UserPaused):
+                events += taker.words_heard(due, event.onset, event.speech_end, *answer)
+            else:
+                events += taker.end_of_turn_verdict(due, event.onset, event.speech_end, answer)
         for event in taker.vad(window.start_s, window.end_s, window.probability, window.level_db):
             if isinstance(event, EndOfTurnProposed):
                 heard = signal[max(0, int((event.onset - SPEECH_LEAD_S) * SAMPLE_RATE)) : int(event.t * SAMPLE_RATE)]
                 pending.append((event.t + answer_s, event, judge(as_if_silent_for(heard, event.ahead_s))))
+            if isinstance(event, UserPaused) and hear is not None:
+                taker.words_coming(event.onset, event.speech_end)
+                stop = min(event.speech_end + POST_ROLL_S, event.t)  # the microphone's audio so far, as the listener cuts it
+                spoken = signal[max(0, int((event.onset - PRE_ROLL_S) * SAMPLE_RATE)) : int(stop * SAMPLE_RATE)]
+                pending.append((event.t + hear_s, event, tuple(hear(spoken))))
             events.append(event)
     return [e for e in events if isinstance(e, keep or UserTurnEnded)]
 
@@ -320,7 +334,7 @@ def summarize(result: PassResult, out: IO[str], label: str, cores: int) -> dict[
                  "llm_run_s", "tts_run_s", "to_frame_s"):  # fmt: skip
         values = [getattr(h, name) for h in result.heard if getattr(h, name) is not None]
         stages[name] = None if not values else round(statistics.median(values), 3)
-    causes = {c: sum(h.cause == c for h in result.heard) for c in ("model", "question", "silence", "fallback")}
+    causes = {c: sum(h.cause == c for h in result.heard) for c in ("model", "question", "words", "silence", "fallback")}
     _emit(out, "eot_where_the_time_goes", None, "s", bench=label, **setting, **stages, turn_end_causes=causes, wall_s=round(result.wall_s, 1),
           cpu_steal_s=_round(result.steal_s),
           note="medians: voice end -> VAD end of speech -> turn end; stages from the turn end (negative: ready before it); "

@@ -43,7 +43,7 @@ def test_a_short_eot_pass_answers_each_utterance_and_reports_its_setting(example
     assert all(line["cut_at"] == [] and not line["cut_off"] for line in lines), lines  # whole sentences, said in one breath
     assert all(line["heard_as"] and line["heard_as"][-1] in ".?!" for line in lines), lines  # the early transcript answered
     assert all(0.0 <= line["heard_sentence_end_p"] <= 1.0 for line in lines), lines  # ... and how sure Whisper was that it ends
-    assert all(h.cause in ("model", "question", "silence", "fallback") for h in result.heard), [h.cause for h in result.heard]
+    assert all(h.cause in ("model", "question", "words", "silence", "fallback") for h in result.heard), [h.cause for h in result.heard]
     for h in result.heard:  # the answer's chain in the loop: it began after the voice ended, each stage took time, in order
         stages = (h.asr_run_s, h.llm_run_s, h.tts_run_s, h.to_frame_s)
         assert 0.0 < h.answer_started_s < h.response_s and all(s is not None and s > 0.0 for s in stages), (h.answer_started_s, stages)
@@ -73,8 +73,9 @@ def test_the_reply_chain_bench_times_every_stage() -> None:
     out = io.StringIO()
     run(out, runs=1)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(line["name"], line.get("threads"), line.get("shaped")) for line in lines] == [
-        ("chain_asr", 1, None), ("chain_asr", 2, None), ("chain_end_of_turn_model", None, None), ("chain_llm_first_piece", 1, None),
-        ("chain_llm_first_piece", 2, None), ("chain_tts_first_piece", None, False), ("chain_tts_first_piece", None, True)]  # fmt: skip
+    assert [(line["name"], line.get("threads"), line.get("shaped", line.get("sentence_end_asked_first"))) for line in lines] == [
+        ("chain_asr", 1, None), ("chain_asr", 2, None), ("chain_end_of_turn_model", None, None), ("chain_llm_first_piece", 1, False),
+        ("chain_llm_first_piece", 1, True), ("chain_llm_first_piece", 2, False), ("chain_llm_first_piece", 2, True),
+        ("chain_tts_first_piece", None, False), ("chain_tts_first_piece", None, True)]  # fmt: skip
     assert all(0.0 < line["value"] < 10.0 for line in lines), lines
     assert all(0 < line["new_prompt_tokens"] < 40 for line in lines if line["name"] == "chain_llm_first_piece"), lines

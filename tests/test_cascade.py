@@ -15,7 +15,7 @@ import pytest
 from liveavatar.agent.config import load_persona
 from liveavatar.agent.turn_options import TurnOptions
 from liveavatar.agent.unfinished import ends_mid_sentence
-from liveavatar.dialogue.base import DialogueError, TextDelta, UserTurn
+from liveavatar.dialogue.base import DialogueError, TextDelta, Transcript, UserTurn
 from liveavatar.dialogue.cascade import CascadeDialogue, Options
 from liveavatar.dialogue.llm import RemoteLLM
 from liveavatar.dialogue.registry import DialogueSetup, create_dialogue
@@ -78,16 +78,28 @@ def test_the_shaped_persona_voices_stay_intelligible(cascade: CascadeDialogue, e
 
 @pytest.mark.parametrize("said", ["My grandmother used to grow | tomatoes in her garden.", "I started | running every evening after work.",
                                   "I think I | would like to learn how to play the piano."])  # fmt: skip
-def test_whisper_is_sure_a_whole_sentence_ends_and_unsure_where_a_voice_stops_mid_sentence(cascade: CascadeDialogue, said: str) -> None:
-    least, pause = TurnOptions().sentence_end_min_probability, np.zeros(int(0.15 * 16000), np.float32)  # as the early transcript hears it
+def test_whisper_and_the_language_model_are_sure_a_whole_sentence_ends_and_unsure_where_a_voice_stops_mid_sentence(
+        cascade: CascadeDialogue, said: str) -> None:  # fmt: skip
+    options, pause = TurnOptions(), np.zeros(int(0.15 * 16000), np.float32)  # as the early transcript hears it
+    least, least_language = options.sentence_end_min_probability, options.language_end_min_probability
     for voice in user_voices():
         whole, _ = say(voice, said)
         with_pause, (stop, _) = say(voice, said, 0.0)
-        sentence = cascade.asr.hear(np.concatenate([whole, pause]))
-        fragment = cascade.asr.hear(np.concatenate([with_pause[: int(stop * 16000)], pause]))
+        sentence = asyncio.run(first_event(cascade, np.concatenate([whole, pause])))
+        fragment = asyncio.run(first_event(cascade, np.concatenate([with_pause[: int(stop * 16000)], pause])))
         assert not ends_mid_sentence(sentence.text) and sentence.sentence_end_probability >= least, sentence
         assert ends_mid_sentence(fragment.text) or fragment.sentence_end_probability < least, fragment
         assert fragment.sentence_end_probability < sentence.sentence_end_probability, (fragment, sentence)
+        assert sentence.language_end_probability >= least_language > fragment.language_end_probability, (fragment, sentence)
+
+
+async def first_event(backend: CascadeDialogue, pcm: np.ndarray) -> Transcript:
+    """The transcript that opens the reply to speech `pcm` (16 kHz), the reply then dropped."""
+    replying = backend.reply(UserTurn(audio=AudioChunk(pcm, 16000)))
+    try:
+        return await anext(replying)
+    finally:
+        await replying.aclose()
 
 
 def test_whisper_saying_its_words_again_in_a_loop_is_heard_once(cascade: CascadeDialogue) -> None:

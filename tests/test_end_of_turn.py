@@ -184,3 +184,35 @@ def test_the_answer_is_prepared_as_a_real_voice_fades_before_silero_hears_silenc
         noisy, noisy_before = (simulate_turns(audio + noise, options, model.probability, ANSWER_S, keep=pauses) for options in (when_quiet, on_silence))
         assert [(type(e), e.t) for e in noisy] == [(type(e), e.t) for e in noisy_before], "nothing is 30 dB quieter in a noisy room"
     assert min(sooner) >= 0.0 and np.median(sooner) >= 0.03, f"the answer should start sooner: {sooner}"
+
+
+@pytest.fixture(scope="module")
+def hear():  # noqa: ANN201 - the cascade's early transcript: (text, Whisper's and the LLM's sentence-end probabilities)
+    from liveavatar.dialogue.asr import WhisperASR
+    from liveavatar.dialogue.llm import LocalLLM
+
+    asr, llm = WhisperASR(threads=1), LocalLLM(threads=1)
+    system = {"role": "system", "content": "You are Kai, a friendly guide at a science museum. Answer briefly."}
+
+    def early_transcript(pcm: np.ndarray) -> tuple[str, float | None, float | None]:
+        heard = asr.hear(pcm)
+        return heard.text, heard.sentence_end_probability, asyncio.run(llm.end_probability([system, {"role": "user", "content": heard.text}]))
+
+    yield early_transcript
+    llm.close()
+
+
+def test_words_the_llm_is_sure_of_end_a_statement_the_model_hears_as_unfinished_and_a_hesitation_is_still_kept(model: SmartTurn, hear) -> None:  # noqa: ANN001
+    """Real VAD, Smart Turn, Whisper and SmolLM2 on a simulated clock (the words 0.25 s after the pause, as on a quiet 2-core machine)."""
+    statement, _ = say(user_voices()[1], "I like to read science fiction before bed.")
+    simulate = lambda audio, options: simulate_turns(audio, options, model.probability, ANSWER_S, hear=hear)  # noqa: E731
+    [sure] = simulate(statement, TurnOptions())
+    [held] = simulate(statement, TurnOptions(language_end_sure_probability=None))  # the model decides, as before
+    assert held.cause == "fallback", "Smart Turn no longer hears this statement as unfinished: pick another for this test"
+    assert sure.cause == "words" and sure.speech_end == pytest.approx(held.speech_end)
+    assert held.t - sure.t > 0.5, "the words did not end the statement sooner than the fallback silence"
+    assert sure.t - sure.speech_end <= QUIET_TAIL_MAX_S + TurnOptions().end_of_turn_proposal_silence_s + 2 * WINDOW / SAMPLE_RATE
+    for voice in user_voices():  # a hesitation whose first words Whisper may close with a mark: the LLM keeps it open
+        hesitation, (pause, _) = say(voice, "I was hoping um | that you could show me the dinosaurs.", pause_s=0.8)
+        kept = simulate(hesitation, TurnOptions())
+        assert len(kept) == 1 and kept[0].speech_end > 0.5 + pause + 0.5, f"the hesitation was cut at {kept[0].speech_end - 0.5:.2f} s"

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from liveavatar.agent.turn_options import TurnOptions
 from liveavatar.dialogue.llm import LocalLLM
 
 ASK = [{"role": "system", "content": "You are Nova."}, {"role": "user", "content": "Tell me about the moon."}]
@@ -53,3 +54,34 @@ def test_a_reply_cancelled_while_waiting_for_the_model_gives_its_thread_back_at_
     finally:
         llm.close()
     assert waited < 0.5, f"the speech waited {waited:.2f} s for a thread"
+
+
+SYSTEM = {"role": "system", "content": "You are Kai, a friendly guide at a science museum. Answer briefly."}
+UNFINISHED = ["I have been learning.", "What?", "My grandmother told me", "When we got to the station,", "Can you tell me?", "The best part is"]
+WHOLE = ["We adopted a puppy last week.", "Can you explain how a volcano works?", "The museum opens at nine.", "Tell me a joke about fish."]
+
+
+def test_the_language_model_says_whether_a_sentence_ends_with_the_words_and_the_reply_after_it_is_the_same(executor: ThreadPoolExecutor) -> None:
+    llm = LocalLLM(threads=1, executor=executor)
+
+    async def probabilities(texts: list[str]) -> list[float | None]:
+        return [await llm.end_probability([SYSTEM, {"role": "user", "content": text}]) for text in texts]
+
+    async def reply(text: str, asked_first: bool) -> str:
+        messages = [SYSTEM, {"role": "user", "content": text}]
+        if asked_first:
+            await llm.end_probability(messages)
+        return "".join([delta async for delta in llm.stream(messages, 16, 0.0)])
+
+    try:
+        unfinished, whole = asyncio.run(probabilities(UNFINISHED)), asyncio.run(probabilities(WHOLE))
+        least, sure = TurnOptions().language_end_min_probability, TurnOptions().language_end_sure_probability
+        assert all(p is not None and p < least for p in unfinished), dict(zip(UNFINISHED, unfinished))  # whatever Whisper's marks
+        assert all(p is not None and p >= least for p in whole), dict(zip(WHOLE, whole))  # never held by it ...
+        assert sum(p >= sure for p in whole) >= 3, dict(zip(WHOLE, whole))  # ... and mostly sure ("opens at nine" may go on)
+        assert asyncio.run(probabilities(["", "...", " ?"])) == [None, None, None]  # no words: nothing to say
+        # The probability is read from the start of the reply's own prompt: the reply that follows is word for word the same.
+        for text in ("We adopted a puppy last week.", "Can you tell me?"):
+            assert asyncio.run(reply(text, asked_first=True)) == asyncio.run(reply(text, asked_first=False)), text
+    finally:
+        llm.close()

@@ -444,6 +444,66 @@ def test_words_the_recognizer_doubts_end_a_sentence_keep_the_turn_open_until_the
     assert asked.cause == "question" and asked.t - asked.speech_end == pytest_approx(0.3)
 
 
+def test_words_the_language_model_finds_unfinished_keep_the_turn_open_even_as_a_sure_question() -> None:
+    def ended(options: TurnOptions, words: tuple, verdict: float = 0.9) -> UserTurnEnded:
+        [event] = only(play(TurnTaker(options), [(1.0, 2.0, 0.9)], until=4.0, model=[(verdict, 0.05)], words=[words]), "UserTurnEnded")
+        return event
+
+    # Whisper is sure of its mark on these fragments; the language model, reading the words alone, is not.
+    for fragment in (("I have been learning.", 0.15, 0.92, 0.0003), ("What?", 0.15, 0.83, 0.0), ("Could you tell me?", 0.15, 0.9, 0.0001)):
+        held = ended(TurnOptions(), fragment)
+        assert held.cause == "fallback" and held.t - held.speech_end == pytest_approx(1.0), fragment
+        assert ended(TurnOptions(language_end_min_probability=None), fragment).cause in ("model", "question"), fragment
+        assert ended(TurnOptions(end_of_turn_words=False), fragment).cause == "model", fragment
+    whole = ended(TurnOptions(), ("I saw a shooting star last night.", 0.15, 0.93, 0.2))  # likely enough, not sure: the model decides
+    assert whole.cause == "model" and whole.t - whole.speech_end < 0.5
+    unknown = ended(TurnOptions(), ("I saw a shooting star last night.", 0.15, 0.93, None))  # a chat server does not say
+    assert unknown.cause == "model"
+
+
+def test_words_the_language_model_is_sure_of_end_the_turn_at_the_proposal_silence_whatever_the_model_heard() -> None:
+    statement = [(1.0, 2.0, 0.9)]  # "We went hiking in the mountains last weekend." Smart Turn: incomplete (0.16)
+    words = ("We went hiking in the mountains last weekend.", 0.15, 0.92, 0.62)
+    for delay in (0.05, 0.3):  # the words before the proposal silence has passed, or after it
+        events = play(TurnTaker(TurnOptions(end_of_turn_ask_ahead=False)), statement, until=4.0, model=[(0.16, 0.05)],
+                      words=[(*words[:1], delay, *words[2:])])  # fmt: skip
+        [paused] = only(events, "UserPaused")
+        [proposed] = only(events, "EndOfTurnProposed")
+        [ended] = only(events, "UserTurnEnded")
+        assert ended.cause == "words" and ended.t == pytest.approx(max(proposed.t, paused.t + delay)), delay
+    options = {"not sure enough": TurnOptions(language_end_sure_probability=0.7), "rule off": TurnOptions(language_end_sure_probability=None),
+               "words off": TurnOptions(end_of_turn_words=False)}  # fmt: skip
+    for name, changed in options.items():
+        [held] = only(play(TurnTaker(changed), statement, until=4.0, model=[(0.16, 0.05)], words=[words]), "UserTurnEnded")
+        assert held.cause == "fallback", name
+    unsure_mark = ("We went hiking in the mountains last weekend.", 0.15, 0.5, 0.62)  # Whisper doubts it: still held
+    [held] = only(play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.16, 0.05)], words=[unsure_mark]), "UserTurnEnded")
+    assert held.cause == "fallback"
+    fairly_sure_mark = ("Tell me about the rings of Saturn.", 0.15, 0.75, 0.91)  # below 0.8, but the language model vouches for it
+    for options, cause in ((TurnOptions(), "words"), (TurnOptions(sentence_end_min_probability_if_sure=None), "fallback"),
+                           (TurnOptions(language_end_sure_probability=None), "fallback")):  # fmt: skip
+        [ended] = only(play(TurnTaker(options), statement, until=4.0, model=[(0.16, 0.05)], words=[fairly_sure_mark]), "UserTurnEnded")
+        assert ended.cause == cause, options
+    likely_only = ("Tell me about the rings of Saturn.", 0.15, 0.75, 0.2)  # the language model not sure: Whisper's 0.8 holds
+    [held] = only(play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.9, 0.05)], words=[likely_only]), "UserTurnEnded")
+    assert held.cause == "fallback"
+    silence = TurnTaker(TurnOptions(end_of_turn_model=False))  # without the end-of-turn model, silence decides as before
+    [ended] = only(play(silence, statement, until=4.0, words=[words]), "UserTurnEnded")
+    assert ended.cause == "silence" and ended.t - ended.speech_end == pytest_approx(0.6)
+    # speech after the words throws them away with the pause: the next pause decides afresh
+    went_on = [(1.0, 2.0, 0.9), (2.15, 3.0, 0.9)]
+    events = play(TurnTaker(TurnOptions()), went_on, until=5.0, model=[(0.16, 0.05), (0.1, 0.05)],
+                  words=[(*words[:1], 0.05, *words[2:]), ("We went hiking in the mountains last weekend and", 0.1, 0.1, 0.01)])  # fmt: skip
+    [ended] = only(events, "UserTurnEnded")
+    assert ended.cause == "fallback" and ended.speech_end == pytest_approx(3.0)
+
+
+def test_language_model_options_keep_their_order() -> None:
+    with pytest.raises(ValueError, match="language_end_sure_probability >= language_end_min_probability"):
+        TurnOptions(language_end_min_probability=0.5, language_end_sure_probability=0.3)
+    TurnOptions(language_end_min_probability=None, language_end_sure_probability=0.3)
+
+
 def test_words_that_never_come_hold_a_complete_verdict_no_longer_than_the_silence_rule() -> None:
     taker = TurnTaker(TurnOptions(end_of_turn_silence_s=0.6))
     [ended] = only(play(taker, [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)], words=[(None, 0.0)]), "UserTurnEnded")
