@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,18 @@ SAMPLE_RATE = 16000
 
 CLOSING_TOKEN = re.compile(r"(?!.*\.\.)[.?!。？！]+[\"'”’»)\]]*")
 """A Whisper token that closes a sentence: its marks, then quotes or brackets (an ellipsis, "..", does not close one)."""
+
+
+def closing_tokens(decode: Callable[[int], str], count: int) -> np.ndarray:
+    """The ids below `count` whose text (`decode(id)`, spaces stripped) closes a sentence (CLOSING_TOKEN)."""
+    return np.array([i for i in range(count) if CLOSING_TOKEN.fullmatch(decode(i).strip())], dtype=np.int64)
+
+
+def probability_of(logits: object, tokens: np.ndarray) -> float:
+    """The probability, under one decoding step's logits, that the next token is one of `tokens` (rounded to 1e-4)."""
+    scores = np.asarray(logits, np.float64)
+    probabilities = np.exp(scores - scores.max())
+    return round(float(probabilities[tokens].sum() / probabilities.sum()), 4)
 
 
 @dataclass(frozen=True)
@@ -71,7 +84,7 @@ class WhisperASR:
         self.language = language
         self._model = WhisperModel(str(model_dir(model, base_dir)), device="cpu", compute_type="int8", cpu_threads=threads)
         self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language=language)
-        self._closing = np.array([i for i in range(self._tokenizer.eot) if CLOSING_TOKEN.fullmatch(self._tokenizer.decode([i]).strip())])
+        self._closing = closing_tokens(lambda i: self._tokenizer.decode([i]), self._tokenizer.eot)
         self.transcribe(np.zeros(SAMPLE_RATE // 2, np.float32))  # the first call is slow: pay it at load time
 
     def transcribe(self, pcm16k: np.ndarray) -> str:
@@ -99,13 +112,7 @@ class WhisperASR:
         if result.no_speech_prob >= NO_SPEECH:
             return Heard("")
         texts, last = self._segments(result.sequences_ids[0], duration)
-        return Heard(" ".join(texts), None if last is None else self._closing_probability(result.logits[0][last]))
-
-    def _closing_probability(self, logits: object) -> float:
-        """The probability, under one decoding step's logits, of a token that closes a sentence."""
-        scores = np.asarray(logits, np.float64)
-        probabilities = np.exp(scores - scores.max())
-        return round(float(probabilities[self._closing].sum() / probabilities.sum()), 4)
+        return Heard(" ".join(texts), None if last is None else probability_of(result.logits[0][last], self._closing))
 
     def _segments(self, ids: list[int], duration: float) -> tuple[list[str], int | None]:
         """Texts between timestamp pairs, keeping those that start inside the real audio and do not repeat the one kept

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from liveavatar.dialogue.asr import CLOSING_TOKEN
+from liveavatar.dialogue.asr import closing_tokens, probability_of
 from liveavatar.dialogue.base import DialogueError
 from liveavatar.dialogue.sse import SseDecoder
 from liveavatar.media.packaged import INSTALL_HINT, package_dir
@@ -76,8 +76,8 @@ class LocalLLM:
     def _closing_tokens(self) -> np.ndarray:
         """The tokens that close a sentence (".", "?", "!", alone or with a quote or bracket) and the end of the message."""
         llama = self._llama
-        marks = [i for i in range(llama.n_vocab()) if CLOSING_TOKEN.fullmatch(llama.detokenize([i]).decode("utf-8", "ignore").strip())]
-        return np.array([*marks, llama.token_eos()])
+        marks = closing_tokens(lambda i: llama.detokenize([i]).decode("utf-8", "ignore"), llama.n_vocab())
+        return np.append(marks, llama.token_eos())
 
     def _chat_formatter(self):  # noqa: ANN202 - llama_cpp's Jinja2ChatFormatter, or None for a model without a chat template
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -132,9 +132,7 @@ class LocalLLM:
         llama.eval(tokens[llama.n_tokens :])
         from llama_cpp import llama_get_logits_ith
 
-        scores = np.ctypeslib.as_array(llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),)).astype(np.float64)
-        probabilities = np.exp(scores - scores.max())
-        return round(float(probabilities[self._closing].sum() / probabilities.sum()), 4)
+        return probability_of(np.ctypeslib.as_array(llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),)), self._closing)
 
     def prefill(self, messages: list[Message]) -> None:
         """Read `messages` into the model's cache in the background (skipped while a reply is being written).
