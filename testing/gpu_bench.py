@@ -35,6 +35,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
@@ -106,6 +107,7 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - one failed part must not waste the rest of the GPU time
             self.failed.append(name)
             self.emit(name, None, "error", error=f"{type(exc).__name__}: {exc}"[:2000])
+            traceback.print_exc(file=sys.stderr)  # where it broke, for the next (scarce) GPU run
         finally:
             _free(self.device)
 
