@@ -12,10 +12,13 @@ before the next, a part that fails prints its error and the run goes on, and par
 - gpu_tiny_fp32_vs_cpu / gpu_tiny_bf16_vs_cpu: the tiny TEST config streamed for 6 blocks (past the sink swap) on
   the device in fp32 (TF32 off) and in bf16, against the CPU fp32 result: max abs error of the clean latents
   and of the decoded video, next to the stated tolerance;
-- gpu_dit_step (precision bf16, then fp8 weight storage): the full-size DiT (Wan2.2-S2V-14B shape: 40 layers,
+- gpu_dit_step (precision bf16, fp8 weight storage, then fp8_scaled = the reference's `--fp8`, weights and
+  activations in e4m3 through torch._scaled_mm): the full-size DiT (Wan2.2-S2V-14B shape: 40 layers,
   dim 5120, the audio encoder and injectors, FramePack) timed for one denoising step of a 704×384 block (3
   latent frames = 3,168 query tokens) against a full KV ring (12 latent frames = 12,672 tokens) and the sink
   (2,640 tokens), plus the sink prefill and the DiT's audio encoder; peak memory;
+- gpu_dit_step_profile: where one bf16 step's time goes (torch.profiler: the operators with the most device
+  time, and their share);
 - gpu_vae_decode: the real-size Wan2.1 VAE (base width 96), streaming decode of one block (3 latents -> 12
   frames of 704×384), plus the frame conversion to uint8;
 - gpu_wav2vec2 / gpu_umt5: the real-size wav2vec2-large features of one block (with its audio context) and the
@@ -40,8 +43,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
-FIGURES = ("gpu_conditions", "gpu_tiny_fp32_vs_cpu", "gpu_tiny_bf16_vs_cpu", "gpu_dit_step", "gpu_vae_decode",
-           "gpu_wav2vec2", "gpu_umt5", "gpu_schedule", "gpu_summary")
+FIGURES = ("gpu_conditions", "gpu_tiny_fp32_vs_cpu", "gpu_tiny_bf16_vs_cpu", "gpu_dit_step", "gpu_dit_step_profile",
+           "gpu_vae_decode", "gpu_wav2vec2", "gpu_umt5", "gpu_schedule", "gpu_summary")
+PRECISIONS = ("bfloat16", "fp8", "fp8_scaled")  # the DiT step is timed in each; the first one is also profiled
+PROFILE_TOP = 12  # operators listed in gpu_dit_step_profile
 TINY_BLOCKS = 6
 FP32_TOLERANCE = 1e-3  # max abs error, device fp32 vs CPU fp32 (summation order, SDPA kernels; TF32 off)
 BF16_TOLERANCE = 0.02  # max abs error over max |CPU value|, device bf16 vs CPU fp32 (bf16 weights and activations)
@@ -103,13 +108,18 @@ class _Run:
             self.emit(name, None, "skipped", reason=f"time budget of {self.budget_s:g} s spent ({elapsed:.0f} s)")
             return
         try:
+            self.guarded(name, fn)
+        finally:
+            _free(self.device)
+
+    def guarded(self, name: str, fn: Callable[[], None]) -> None:
+        """Run `fn`; a failure is printed as `name`'s error line (traceback on stderr), not raised."""
+        try:
             fn()
         except Exception as exc:  # noqa: BLE001 - one failed part must not waste the rest of the GPU time
             self.failed.append(name)
             self.emit(name, None, "error", error=f"{type(exc).__name__}: {exc}"[:2000])
             traceback.print_exc(file=sys.stderr)  # where it broke, for the next (scarce) GPU run
-        finally:
-            _free(self.device)
 
 
 def _free(device: str) -> None:
@@ -179,29 +189,36 @@ def conditions(run: _Run, scale: Scale) -> None:
 
 # ---- tiny config: device vs CPU ---------------------------------------------------------------------------
 def _tiny_stream(parts, device: str, precision: str, inputs: dict):
-    """Clean latents and decoded video of TINY_BLOCKS blocks of the tiny model on `device` at `precision`."""
+    """Clean latents [blocks, C, F, H, W] of TINY_BLOCKS blocks of the tiny model on `device` at `precision` (on the CPU)."""
     import copy
 
     import torch
 
     from liveavatar.avatar.liveavatar.precision import apply_precision
     from liveavatar.avatar.liveavatar.stream import BlockStreamer, fixed_relative_dist
-    from liveavatar.avatar.liveavatar.vae import WanVAE
 
     dit = apply_precision(copy.deepcopy(parts.dit), precision).to(device)
-    vae = WanVAE(copy.deepcopy(parts.vae.vae).to(device), parts.vae.cfg)
     with torch.no_grad():
         text = dit.encode_text(inputs["text"].to(device))
         streamer = BlockStreamer(dit, parts.stream, text, inputs["ref"].to(device), inputs["motion"].to(device),
                                  fixed_relative_dist(10), lambda b: inputs["noise"][b])
+        latents = [streamer.next_block(inputs["features"][b].to(device)).float().cpu() for b in range(TINY_BLOCKS)]
+    return torch.stack(latents)
+
+
+def _tiny_decode(parts, device: str, latents, inputs: dict):
+    """The tiny VAE's streaming decode on `device` of latents [blocks, C, F, H, W] -> video [1, 3, T, H, W] (on the CPU)."""
+    import copy
+
+    import torch
+
+    from liveavatar.avatar.liveavatar.vae import WanVAE
+
+    vae = WanVAE(copy.deepcopy(parts.vae.vae).to(device), parts.vae.cfg)
+    with torch.no_grad():
         decoder = vae.streaming_decoder()
         decoder.decode(inputs["motion"][:, :, :7].to(device))
-        latents, videos = [], []
-        for b in range(TINY_BLOCKS):
-            latent = streamer.next_block(inputs["features"][b].to(device))
-            latents.append(latent.float().cpu())
-            videos.append(decoder.decode(latent[None].float()).cpu())
-    return torch.stack(latents), torch.cat(videos, dim=2)
+        return torch.cat([decoder.decode(latent[None].to(device)).cpu() for latent in latents], dim=2)
 
 
 def tiny_vs_cpu(run: _Run) -> None:
@@ -221,21 +238,28 @@ def tiny_vs_cpu(run: _Run) -> None:
         "features": [torch.randn(1, dc.audio_layers, dc.audio_dim, cfg.video_frames_per_block, generator=gen)
                      for _ in range(TINY_BLOCKS)],
     }
-    ref_latents, ref_video = _tiny_stream(parts, "cpu", "float32", inputs)
+    ref_latents = _tiny_stream(parts, "cpu", "float32", inputs)
+    ref_video = _tiny_decode(parts, "cpu", ref_latents, inputs)
     scale = ref_latents.abs().max().item()
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         t0 = time.perf_counter()
-        latents, video = _tiny_stream(parts, run.device, "float32", inputs)
+        latents = _tiny_stream(parts, run.device, "float32", inputs)
+        video = _tiny_decode(parts, run.device, latents, inputs)
         wall = time.perf_counter() - t0
+        vae_alone = _tiny_decode(parts, run.device, ref_latents, inputs)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     err = (latents - ref_latents).abs().max().item()
+    # the tiny VAE's random weights magnify its input's differences (1e-6 of latent noise -> ~5e-3 of video on the
+    # CPU), so the VAE is also compared alone, decoding the CPU's own latents
     run.emit("gpu_tiny_fp32_vs_cpu", err, "max abs error (latents)", tolerance=FP32_TOLERANCE, within=err <= FP32_TOLERANCE,
-             video_max_abs_error=round((video - ref_video).abs().max().item(), 6), max_abs_latent=round(scale, 4),
+             video_max_abs_error=round((video - ref_video).abs().max().item(), 6),
+             vae_alone_max_abs_error=round((vae_alone - ref_video).abs().max().item(), 6),
+             max_abs_video=round(ref_video.abs().max().item(), 4), max_abs_latent=round(scale, 4),
              blocks=TINY_BLOCKS, wall_s=round(wall, 3), finite=bool(torch.isfinite(latents).all()))
-    latents, _ = _tiny_stream(parts, run.device, "bfloat16", inputs)
+    latents = _tiny_stream(parts, run.device, "bfloat16", inputs)
     err = (latents - ref_latents).abs().max().item()
     run.emit("gpu_tiny_bf16_vs_cpu", err, "max abs error (latents)", relative=round(err / scale, 5),
              tolerance_relative=BF16_TOLERANCE, within=err / scale <= BF16_TOLERANCE, max_abs_latent=round(scale, 4),
@@ -357,6 +381,27 @@ def dit_step(run: _Run, scale: Scale, precision: str, repeats: int) -> None:
              prefill_s=round(prefill_s, 5), audio_encoder_s=round(statistics.median(audio_s), 6),
              build_s=round(build_s, 2), peak_gib=_peak_gib(device), finite=finite,
              weights="random (TEST: timing only)")
+    if precision == PRECISIONS[0]:
+        with torch.no_grad():
+            run.guarded("gpu_dit_step_profile", lambda: profile_step(run, step, precision))
+
+
+def profile_step(run: _Run, step: Callable[[], None], precision: str) -> None:
+    """One step under torch.profiler: the operators that take the most device (or CPU) time, with their share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = run.device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+        _sync(run.device)
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total_us = sum(getattr(e, attr) for e in events)
+    top = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:PROFILE_TOP]
+    run.emit("gpu_dit_step_profile", total_us / 1e6, "s of " + ("device" if cuda else "CPU") + " time in one step",
+             precision=precision, top=[{"op": e.key[:120], "ms": round(getattr(e, attr) / 1e3, 3), "calls": e.count,
+                                        "share": round(getattr(e, attr) / total_us, 4)} for e in top])
 
 
 # ---- VAE, wav2vec2, umT5 ------------------------------------------------------------------------------
@@ -472,7 +517,7 @@ def schedule(run: _Run) -> None:
         import torch
 
         total = torch.cuda.get_device_properties(run.device).total_memory
-    for precision in ("bfloat16", "fp8"):
+    for precision in PRECISIONS:
         dit = run.costs.get(precision)
         if dit is None or vae is None or w2v is None:
             run.emit("gpu_schedule", None, "frames/s", precision=precision, error="a measured cost is missing")
@@ -505,8 +550,8 @@ def run_all(out: IO[str], device: str, scale_name: str, budget_s: float, repeats
     torch.set_grad_enabled(False)
     run.part("gpu_conditions", lambda: conditions(run, scale))
     run.part("gpu_tiny_fp32_vs_cpu", lambda: tiny_vs_cpu(run))
-    run.part("gpu_dit_step", lambda: dit_step(run, scale, "bfloat16", repeats))
-    run.part("gpu_dit_step", lambda: dit_step(run, scale, "fp8", repeats))
+    for precision in PRECISIONS:
+        run.part("gpu_dit_step", lambda precision=precision: dit_step(run, scale, precision, repeats))
     run.part("gpu_vae_decode", lambda: vae_decode(run, scale, repeats))
     run.part("gpu_wav2vec2", lambda: wav2vec2(run, scale, repeats))
     run.part("gpu_transfer", lambda: transfer(run, scale, repeats))

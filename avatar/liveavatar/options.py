@@ -18,7 +18,9 @@ class Options(BaseModel):
     config: Literal["tiny", "checkpoint"] = Field("tiny", description="tiny = TEST CONFIG with random weights; checkpoint = real weights")
     checkpoint_dir: Path | None = Field(None, description="local Wan2.2-S2V-14B folder (config=checkpoint)")
     lora_path: Path | None = Field(None, description="local LiveAvatar LoRA file liveavatar.safetensors (config=checkpoint)")
-    dtype: Literal["float32", "bfloat16", "fp8"] = "float32"
+    dtype: Literal["float32", "bfloat16", "fp8", "fp8_scaled"] = Field(
+        "float32", description="DiT precision: fp8 stores weights in e4m3; fp8_scaled (the reference's --fp8) also "
+                               "multiplies in e4m3 (torch._scaled_mm: Hopper/Ada GPUs)")
     device: str = "cpu"
     prompt: str = "A person is talking naturally, looking at the camera."
     height: int = Field(704, description="generated video height in pixels (config=checkpoint), a multiple of 16")

@@ -23,13 +23,17 @@ def test_the_cpu_run_prints_every_figure_without_an_error(capsys):
     assert set(names) == set(gpu_bench.FIGURES), f"missing {set(gpu_bench.FIGURES) - set(names)}"
     assert not [line for line in lines if line["unit"] in ("error", "skipped")], "every part ran"
     steps = {line["precision"]: line for line in lines if line["name"] == "gpu_dit_step"}
-    assert set(steps) == {"bfloat16", "fp8"} and all(s["value"] > 0 and s["finite"] for s in steps.values())
+    assert set(steps) == set(gpu_bench.PRECISIONS) and all(s["value"] > 0 and s["finite"] for s in steps.values())
     assert steps["fp8"]["weight_gib"] < steps["bfloat16"]["weight_gib"], "fp8 stores the weights in half the bytes"
+    assert steps["fp8_scaled"]["weight_gib"] == steps["fp8"]["weight_gib"]
+    profile = next(line for line in lines if line["name"] == "gpu_dit_step_profile")
+    assert profile["value"] > 0 and 0 < len(profile["top"]) <= gpu_bench.PROFILE_TOP
+    assert 0 < sum(op["share"] for op in profile["top"]) <= 1.0001 and all(op["calls"] > 0 for op in profile["top"])
     fp32 = next(line for line in lines if line["name"] == "gpu_tiny_fp32_vs_cpu")
     bf16 = next(line for line in lines if line["name"] == "gpu_tiny_bf16_vs_cpu")
     assert fp32["within"] and bf16["within"] and bf16["relative"] > 0, "bf16 differs from fp32, within its tolerance"
     layouts = [(line["precision"], line["gpus"], line["dit_workers"]) for line in lines if line["name"] == "gpu_schedule"]
-    assert len(layouts) == 2 * len(gpu_bench.LAYOUTS) and ("bfloat16", 5, 4) in layouts
+    assert len(layouts) == len(gpu_bench.PRECISIONS) * len(gpu_bench.LAYOUTS) and ("fp8_scaled", 5, 4) in layouts
     summary = lines[-1]
     assert summary["name"] == "gpu_summary" and summary["failed"] == [] and summary["skipped"] == []
 

@@ -87,18 +87,36 @@ def test_bf16_and_fp8_stream_close_to_fp32(dit_dir):
     fx = FixtureConfig.read(dit_dir)
     io = load_tensors(dit_dir / "io.safetensors")
     results = {}
-    for dtype in ("bfloat16", "fp8"):
+    for dtype in ("bfloat16", "fp8", "fp8_scaled"):
         model = apply_precision(fixture_model(dit_dir, fx), dtype)
         streamer = BlockStreamer(model, fx.stream, model.encode_text(io["inputs.text_context"]), io["inputs.ref_latent"],
                                  io["inputs.motion_latents"], replay_relative_dist(io["rolling_rope.relative_dist"].flatten().tolist()),
                                  lambda b: io[f"block{b:02d}.noise"])
         out = streamer.next_block(io["inputs.audio_features"][..., :fx.video_frames_per_block])
         results[dtype] = (out - io["block00.final"]).abs().max().item()
-        if dtype == "fp8":
+        if dtype.startswith("fp8"):
             fp8 = [m for m in model.blocks.modules() if isinstance(m, Fp8Linear)]
             # per block: q, k, v, o of the self- and the cross-attention, and the FFN's two Linears
             assert len(fp8) == fx.dit.num_layers * 10 and all(m.weight_fp8.dtype == torch.float8_e4m3fn for m in fp8)
+            assert all(m.scaled_mm == (dtype == "fp8_scaled") for m in fp8), "fp8_scaled multiplies in e4m3"
             assert isinstance(model.audio_injector.injector[0].q, Fp8Linear)
         assert model.time_projection[1].weight.dtype == torch.float32 and model.head.head.weight.dtype == torch.float32
         assert model.blocks[0].norm3.weight.dtype == torch.bfloat16
-    assert 1e-4 < results["bfloat16"] < 2e-2 and 1e-4 < results["fp8"] < 4e-2, results
+    assert 1e-4 < results["bfloat16"] < 2e-2 and 1e-4 < results["fp8"] < 4e-2 and 1e-4 < results["fp8_scaled"] < 6e-2, results
+
+
+def test_fp8_scaled_linear_multiplies_in_e4m3_and_falls_back_where_it_cannot():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32).to(torch.bfloat16)
+    x = torch.randn(2, 5, 64, dtype=torch.bfloat16)
+    exact = linear(x).float()
+    stored, scaled = Fp8Linear(linear), Fp8Linear(linear, scaled_mm=True)
+    assert scaled.scaled_mm and not stored.scaled_mm
+    y_stored, y_scaled = stored(x).float(), scaled(x).float()
+    assert y_scaled.shape == (2, 5, 32) and y_scaled.dtype == torch.float32
+    rel = lambda y: ((y - exact).norm() / exact.norm()).item()  # noqa: E731
+    # e4m3 keeps 3 mantissa bits: the weight alone costs ~2 %, the activations as much again
+    assert rel(y_stored) < 0.05 and rel(y_stored) < rel(y_scaled) < 0.08, (rel(y_stored), rel(y_scaled))
+    assert not torch.equal(y_scaled, y_stored), "the activations were quantised too"
+    odd = Fp8Linear(torch.nn.Linear(24, 32).to(torch.bfloat16), scaled_mm=True)
+    assert not odd.scaled_mm and odd(torch.randn(3, 24, dtype=torch.bfloat16)).shape == (3, 32), "_scaled_mm needs widths of 16k"
