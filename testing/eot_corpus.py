@@ -54,11 +54,13 @@ class Utterance:
 
 
 def user_voices():  # noqa: ANN201 - PiperTTS
-    """Two user voices, neither of them the agents' (they speak the same Piper voice shaped higher and brighter)."""
+    """Two user voices, neither of them the agents' (they speak the same Piper voice shaped higher and brighter),
+    without Piper's random variation: an utterance is the same samples in every run, so runs and tests compare."""
     from liveavatar.dialogue.speech.piper_tts import PiperTTS
     from liveavatar.dialogue.speech.voice import VoiceOptions
 
-    return [PiperTTS(VoiceOptions()), PiperTTS(VoiceOptions(pitch_semitones=-3, formant_shift=0.95, speaking_rate=0.92))]
+    return [PiperTTS(VoiceOptions(variation=False)),
+            PiperTTS(VoiceOptions(pitch_semitones=-3, formant_shift=0.95, speaking_rate=0.92, variation=False))]
 
 
 def say(tts, text: str, pause_s: float | None = None) -> tuple[np.ndarray, tuple[float, float] | None]:  # noqa: ANN001

@@ -34,6 +34,15 @@ def test_one_chunk_per_sentence_with_phonemes_covering_every_sample() -> None:
     assert 0.7 <= max(np.abs(np.concatenate([c.pcm for c in chunks]))) <= 0.8  # normalised to the voice's volume
 
 
+def test_without_variation_a_text_is_the_same_samples_every_time_and_with_it_not() -> None:
+    text = "I like to read science fiction before bed."
+    still, varied = PiperTTS(VoiceOptions(variation=False, pitch_semitones=2.0)), PiperTTS(VoiceOptions())
+    first, second = ([c.pcm for c in still.synthesize(text)] for _ in range(2))
+    assert len(first) == 1 and np.array_equal(first[0], second[0]), "the mean rendering, shaped, is the same every time"
+    takes = [np.concatenate([c.pcm for c in varied.synthesize(text)]) for _ in range(2)]
+    assert len(takes[0]) != len(takes[1]) or not np.array_equal(*takes), "Piper's own variation is kept by default"
+
+
 def test_first_sound_is_found_after_silence_and_a_little_before_the_sound() -> None:
     rate = 22050
     tone = 0.5 * np.sin(2 * np.pi * 220 * np.arange(rate // 2) / rate)

@@ -82,7 +82,8 @@ class PiperTTS:
         SOUND_LEAD_S before its first sound as heard (Piper puts 35-65 ms of silence before it), its phonemes moved to match."""
         from piper import SynthesisConfig
 
-        cfg = SynthesisConfig(length_scale=1.0 / self.options.speaking_rate, normalize_audio=True)
+        still = {} if self.options.variation else {"noise_scale": 0.0, "noise_w_scale": 0.0}
+        cfg = SynthesisConfig(length_scale=1.0 / self.options.speaking_rate, normalize_audio=True, **still)
         pts = 0.0
         sentences = (s for piece in bounded_pieces(text) for s in self._voice.synthesize(piece, syn_config=cfg, include_alignments=True))
         for index, sentence in enumerate(sentences):

@@ -25,6 +25,9 @@ class VoiceOptions(BaseModel):
     """Speed of speech: 1 = the voice's own pace, 1.2 = 20 % faster."""
     volume: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
     """Peak level of the synthesized speech, 0..1 of full scale."""
+    variation: bool = True
+    """Piper's random variation of timing and tone (its noise scales, as the voice file sets them): the same text
+    sounds a little different each time. Off: the voice's mean rendering, the same samples every time (test corpora)."""
 
     @property
     def shaped(self) -> bool:
