@@ -175,7 +175,8 @@ class Conversation:
             case UserResumed():
                 await self.user.drop_prepared()
             case EndOfTurnProposed() if self.verdicts is not None:
-                self.verdicts.ask(event)  # the model runs off the event loop; its verdict comes back as an event
+                if self.taker.asks_model_now(event):  # not while the pause's words may settle it (words first)
+                    self.verdicts.ask(event)  # the model runs off the event loop; its verdict comes back as an event
             case EndOfTurnVerdict(span=span, verdict=verdict):
                 self.report.end_of_turn(verdict.probability, verdict.seconds)
                 await self._handle(self.taker.end_of_turn_verdict(self.clock.now(), span.onset, span.speech_end, verdict.probability))

@@ -68,6 +68,11 @@ class TurnOptions(BaseModel):
     cascade does): words that end mid-sentence ("um", "and", "the", "about", a trailing comma) keep the turn open
     until end_of_turn_fallback_silence_s whatever the model said, and a "complete" verdict waits for the words (at
     most until end_of_turn_silence_s; the answer needs them anyway, so this costs no reply time)."""
+    end_of_turn_words_first: bool = True
+    """With end_of_turn_words and the model, when the dialogue backend transcribes the person before it answers: ask the
+    model about a pause only once its early transcript leaves the end open (not mid-sentence, not a question, not a
+    sentence the language model is sure of), instead of beside speech recognition on the same cores. Those words
+    decide the other pauses without it. Off: the model is asked on every pause, as ask_ahead says."""
     sentence_end_min_probability: Annotated[float, Field(gt=0.0, lt=1.0)] | None = 0.8
     """With end_of_turn_words: the probability (0-1) the recognizer must have given to closing the sentence where the
     words so far end (".", "?" or "!"; the cascade's Whisper says it) for them to count as a possible end; below it

@@ -28,7 +28,9 @@ whatever the model said; words ending in "?" end it after `question_end_silence_
 says how likely a sentence ends where the words end (the cascade's local LLM, from the words alone), counts as well:
 below `language_end_min_probability` the words end mid-sentence ("I have been learning.", "What?"), and at or above
 `language_end_sure_probability` they end the turn once the proposal silence has passed, whatever the model heard (and
-Whisper's mark needs only `sentence_end_min_probability_if_sure`).
+Whisper's mark needs only `sentence_end_min_probability_if_sure`). With those words on their way
+(`end_of_turn_words_first`), the model is not asked at once: `asks_model_now` says no, and `words_heard` proposes the
+pause again only when the words leave its end open.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class TurnTaker:
         self._held_complete = False  # the model said "complete" while the words were still due
         self._unfinished = False  # the words of this pause end mid-sentence: only the fallback silence ends the turn
         self._words_sure = False  # the words of this pause surely end a sentence: the proposal silence ends the turn
+        self._ask_after_words = False  # the model is asked about this pause only if its words leave the end open
         self._awaiting_verdict_since: float | None = None  # paused, user's turn ended, waiting for commit/reject
         self._agent_speaking = False
         self._agent_started_at = -1e9
@@ -242,7 +245,27 @@ class TurnTaker:
             self._words_sure = True  # they end the turn once the proposal silence has passed, whatever the model says
             if self._proposal_silence_passed:
                 return self._end_turn(t, "model" if self._held_complete else "words")
-        return self._end_turn(t, "model") if self._held_complete else []
+            return []
+        if self._held_complete:
+            return self._end_turn(t, "model")
+        if self._ask_after_words and not self._question:
+            self._ask_after_words = False  # the words leave the end open: the model decides, as if asked ahead
+            heard_silence = self._silence_run - self._quiet_tail
+            return [EndOfTurnProposed(t, onset, speech_end, max(0.0, o.end_of_turn_proposal_silence_s - heard_silence))]
+        return []
+
+    def asks_model_now(self, proposal: EndOfTurnProposed) -> bool:
+        """Whether to ask the end-of-turn model about `proposal` now. No while the pause's early transcript, on its way,
+        may settle the end without it (`end_of_turn_words_first`; `words_heard` proposes again if it does not), or has
+        already settled it (mid-sentence, a question, a sentence the language model is sure of), or the turn went on."""
+        if not self.awaits_verdict(proposal.onset, proposal.speech_end):
+            return False
+        if not (self.options.end_of_turn_words_first and self.options.end_of_turn_words):
+            return True
+        if self._words_due:
+            self._ask_after_words = True
+            return False
+        return not (self._unfinished or self._question or self._words_sure)
 
     def awaits_verdict(self, onset: float, speech_end: float) -> bool:
         """Whether a verdict on the pause after `speech_end` (of the turn begun at `onset`) could still end the turn."""
@@ -381,6 +404,7 @@ class TurnTaker:
         """The user spoke: what was known about their last pause no longer holds."""
         self._proposed, self._proposal_silence_passed, self._early_verdict, self._incomplete = False, False, None, False
         self._words_due, self._held_complete, self._unfinished, self._words_sure = False, False, False, False
+        self._ask_after_words = False
 
     def _end_turn(self, t: float, cause: str) -> list[TurnEvent]:
         assert self._onset is not None and self._speech_end is not None

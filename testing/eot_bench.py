@@ -241,15 +241,10 @@ def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lea
 
     signal = np.concatenate([np.zeros(int(lead_s * SAMPLE_RATE), np.float32), audio, np.zeros(2 * SAMPLE_RATE, np.float32)])
     taker, vad, pending, events = TurnTaker(options), SileroVAD(), [], []
-    for window in vad.feed(signal):
-        for due, event, answer in sorted([p for p in pending if p[0] <= window.start_s], key=lambda p: p[0]):
-            pending.remove((due, event, answer))
-            if isinstance(event, UserPaused):
-                events += taker.words_heard(due, event.onset, event.speech_end, *answer)
-            else:
-                events += taker.end_of_turn_verdict(due, event.onset, event.speech_end, answer)
-        for event in taker.vad(window.start_s, window.end_s, window.probability, window.level_db):
-            if isinstance(event, EndOfTurnProposed):
+
+    def act(caused: list) -> None:  # noqa: ANN001 - what the conversation does with the TurnTaker's events, in order
+        for event in caused:
+            if isinstance(event, EndOfTurnProposed) and taker.asks_model_now(event):
                 heard = signal[max(0, int((event.onset - SPEECH_LEAD_S) * SAMPLE_RATE)) : int(event.t * SAMPLE_RATE)]
                 pending.append((event.t + answer_s, event, judge(as_if_silent_for(heard, event.ahead_s))))
             if isinstance(event, UserPaused) and hear is not None:
@@ -258,6 +253,15 @@ def simulate_turns(audio: np.ndarray, options, judge, answer_s: float = 0.1, lea
                 spoken = signal[max(0, int((event.onset - PRE_ROLL_S) * SAMPLE_RATE)) : int(stop * SAMPLE_RATE)]
                 pending.append((event.t + hear_s, event, tuple(hear(spoken))))
             events.append(event)
+
+    for window in vad.feed(signal):
+        for due, event, answer in sorted([p for p in pending if p[0] <= window.start_s], key=lambda p: p[0]):
+            pending.remove((due, event, answer))
+            if isinstance(event, UserPaused):
+                act(taker.words_heard(due, event.onset, event.speech_end, *answer))
+            else:
+                act(taker.end_of_turn_verdict(due, event.onset, event.speech_end, answer))
+        act(taker.vad(window.start_s, window.end_s, window.probability, window.level_db))
     return [e for e in events if isinstance(e, keep or UserTurnEnded)]
 
 

@@ -19,8 +19,9 @@ def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: li
     Spans without a level give none (the loudness rule stays out of it); with levels, the gaps between spans are at
     QUIET_ROOM_DB.
 
-    `model` scripts the end-of-turn model: one (probability, seconds it takes) per proposal, in order; a
-    probability of None never answers. Each verdict is handed back at the proposal's time plus its delay.
+    `model` scripts the end-of-turn model: one (probability, seconds it takes) per proposal it is asked about (as the
+    conversation asks: when `asks_model_now` says so), in order; a probability of None never answers. Each verdict is
+    handed back at the proposal's time plus its delay.
     `words` scripts an early transcript (as the cascade makes one): one (text, seconds it takes[, the recognizer's
     sentence-end probability]) per pause, in order, announced at the pause (`words_coming`); a text of None never comes.
     """
@@ -30,17 +31,18 @@ def play(taker: TurnTaker, timeline: list[tuple[float, float, float]], agent: li
     while t < end - 1e-9:
         while changes and changes[0][0] <= t + 1e-9:
             events += taker.agent_speaking(*changes.pop(0))
+        new = []
         for due, pause, answer in sorted([v for v in pending if v[0] <= t + 1e-9], key=lambda v: v[0]):
             pending.remove((due, pause, answer))
             if isinstance(answer, tuple):
-                events += taker.words_heard(due, pause.onset, pause.speech_end, *answer)
+                new += taker.words_heard(due, pause.onset, pause.speech_end, *answer)
             else:
-                events += taker.end_of_turn_verdict(due, pause.onset, pause.speech_end, answer)
+                new += taker.end_of_turn_verdict(due, pause.onset, pause.speech_end, answer)
         span = next((span for span in timeline if span[0] - 1e-9 <= t < span[1] - 1e-9), (t, t, 0.0, QUIET_ROOM_DB))
         prob, level = span[2], (span[3] if len(span) > 3 else None)
-        new = taker.vad(t, t + W, prob, level)
+        new += taker.vad(t, t + W, prob, level)
         for event in new:
-            if isinstance(event, EndOfTurnProposed) and answers:
+            if isinstance(event, EndOfTurnProposed) and answers and taker.asks_model_now(event):
                 probability, delay = answers.pop(0)
                 if probability is not None:
                     pending.append((round(event.t + delay, 6), event, probability))
@@ -218,7 +220,8 @@ def test_asked_ahead_incomplete_and_words_still_hold_the_turn() -> None:
     unfinished = play(TurnTaker(TurnOptions(**AHEAD)), [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)], words=[("I was thinking that", 0.1)])
     [ended] = only(unfinished, "UserTurnEnded")
     assert ended.cause == "fallback"
-    finished = play(TurnTaker(TurnOptions(**AHEAD)), [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)], words=[("I saw a star.", 0.25)])
+    asked_at_once = TurnOptions(end_of_turn_words_first=False, **AHEAD)  # the model asked beside the recognizer
+    finished = play(TurnTaker(asked_at_once), [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)], words=[("I saw a star.", 0.25)])
     [ended] = only(finished, "UserTurnEnded")  # "complete", held for the words, which came after the proposal silence
     assert ended.cause == "model" and ended.t == pytest.approx(only(finished, "UserPaused")[0].t + 0.25)
 
@@ -403,7 +406,7 @@ def test_a_reply_that_starts_while_the_user_has_gone_on_is_held_as_if_they_had_b
 
 def test_a_complete_verdict_waits_for_the_words_and_ends_the_turn_when_they_come() -> None:
     for delay in (0.05, 0.2, 0.3):  # the words come before the verdict (0.08 s after the proposal), or after it
-        taker = TurnTaker(TurnOptions(end_of_turn_ask_ahead=False))
+        taker = TurnTaker(TurnOptions(end_of_turn_ask_ahead=False, end_of_turn_words_first=False))
         events = play(taker, [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.08)], words=[("I saw a shooting star last night.", delay)])
         [paused] = only(events, "UserPaused")
         [proposed] = only(events, "EndOfTurnProposed")
@@ -496,6 +499,54 @@ def test_words_the_language_model_is_sure_of_end_the_turn_at_the_proposal_silenc
                   words=[(*words[:1], 0.05, *words[2:]), ("We went hiking in the mountains last weekend and", 0.1, 0.1, 0.01)])  # fmt: skip
     [ended] = only(events, "UserTurnEnded")
     assert ended.cause == "fallback" and ended.speech_end == pytest_approx(3.0)
+
+
+def test_words_first_the_model_is_asked_only_when_the_words_leave_the_end_open() -> None:
+    statement = [(1.0, 2.0, 0.9)]
+    cases = {  # words (text, delay, Whisper's mark, the LLM's probability) -> how the turn ends, and whether the model was asked
+        "sure": (("We went hiking in the mountains last weekend.", 0.25, 0.92, 0.62), "words", False),
+        "mid-sentence": (("I was thinking that", 0.25, 0.3, 0.0), "fallback", False),
+        "the LLM says unfinished": (("I have been learning.", 0.25, 0.95, 0.01), "fallback", False),
+        "a question": (("Is it cold up there?", 0.25, 0.9, 0.2), "question", False),
+        "open, the model says complete": (("The museum opens at nine.", 0.25, 0.9, 0.07), "model", True),
+    }
+    for name, (words, cause, asked) in cases.items():
+        taker = TurnTaker(TurnOptions())
+        events = play(taker, statement, until=4.0, model=[(0.9, 0.05)], words=[words])
+        [paused], [ended] = only(events, "UserPaused"), only(events, "UserTurnEnded")
+        proposals = only(events, "EndOfTurnProposed")
+        assert ended.cause == cause, name
+        assert len(proposals) == (2 if asked else 1), name  # the pause's own, then the words' when they leave it open
+        if asked:  # proposed again when the words came, the rest of the proposal silence still to be assumed
+            again = proposals[1]
+            assert again.t == pytest.approx(paused.t + 0.25) and again.ahead_s == pytest.approx(0.0)
+            assert ended.t == pytest.approx(again.t + 0.05)
+    # the words come before the proposal silence has passed: the model hears the pause as if it had
+    quick = play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.9, 0.05)], words=[("The museum opens at nine.", 0.05, 0.9, 0.07)])
+    [paused], [_, again], [ended] = only(quick, "UserPaused"), only(quick, "EndOfTurnProposed"), only(quick, "UserTurnEnded")
+    assert again.ahead_s > 0.0 and ended.cause == "model" and ended.t - ended.speech_end == pytest_approx(0.2)
+    # open words and an "incomplete": the fallback silence, as when the model was asked at once
+    held = play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.1, 0.05)], words=[("The museum opens at nine.", 0.25, 0.9, 0.07)])
+    assert only(held, "UserTurnEnded")[0].cause == "fallback"
+    # words that never come: the model was never asked, the silence rule ends the turn
+    [ended] = only(play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.9, 0.05)], words=[(None, 0.0)]), "UserTurnEnded")
+    assert ended.cause == "silence"
+    # a backend that does not transcribe first: the model is asked on the pause, as before
+    [ended] = only(play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.9, 0.05)]), "UserTurnEnded")
+    assert ended.cause == "model" and ended.t - ended.speech_end == pytest_approx(0.2)
+
+
+def test_words_first_off_asks_the_model_beside_the_recognizer() -> None:
+    open_words = ("The museum opens at nine.", 0.45, 0.9, 0.07)  # late words that leave the end open
+    ends = {}
+    for first in (True, False):
+        events = play(TurnTaker(TurnOptions(end_of_turn_words_first=first)), [(1.0, 2.0, 0.9)], until=4.0,
+                      model=[(0.9, 0.05)], words=[open_words])  # fmt: skip
+        [paused], [ended] = only(events, "UserPaused"), only(events, "UserTurnEnded")
+        assert ended.cause == "model"
+        ends[first] = ended.t - paused.t
+    assert ends[False] == pytest.approx(0.45), "asked at the pause, its verdict waited for the words"
+    assert ends[True] == pytest.approx(0.45 + 0.05), "asked once the words came"
 
 
 def test_language_model_options_keep_their_order() -> None:
