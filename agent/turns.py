@@ -157,6 +157,7 @@ class TurnTaker:
         self._unfinished = False  # the words of this pause end mid-sentence: only the fallback silence ends the turn
         self._words_sure = False  # the words of this pause surely end a sentence: the proposal silence ends the turn
         self._ask_after_words = False  # the model is asked about this pause only if its words leave the end open
+        self._verdict_due = False  # ...and they did: its verdict is on its way
         self._awaiting_verdict_since: float | None = None  # paused, user's turn ended, waiting for commit/reject
         self._agent_speaking = False
         self._agent_started_at = -1e9
@@ -249,7 +250,7 @@ class TurnTaker:
         if self._held_complete:
             return self._end_turn(t, "model")
         if self._ask_after_words and not self._question:
-            self._ask_after_words = False  # the words leave the end open: the model decides, as if asked ahead
+            self._verdict_due = True  # the words leave the end open: the model decides, as if asked ahead
             heard_silence = self._silence_run - self._quiet_tail
             return [EndOfTurnProposed(t, onset, speech_end, max(0.0, o.end_of_turn_proposal_silence_s - heard_silence))]
         return []
@@ -275,6 +276,7 @@ class TurnTaker:
         """The end-of-turn model's verdict on the pause proposed at `speech_end`: the probability that the turn is over."""
         if not self.awaits_verdict(onset, speech_end):
             return []  # the user has gone on speaking since, or the turn has already ended
+        self._verdict_due = False
         if not self._proposal_silence_passed:
             self._early_verdict = probability  # asked ahead: it acts once the silence has lasted the proposal silence
             return []
@@ -391,7 +393,10 @@ class TurnTaker:
                     return events  # the verdict ended the turn
         if self._words_sure and self._proposal_silence_passed:
             return events + self._end_turn(t, "words")
-        held_open = self._incomplete or self._unfinished
+        # words first: while the pause's words, and then the model's verdict on them, are on their way, the reply cannot
+        # start anyway, so only the fallback silence ends the turn before they come (a slow recognizer on a busy machine
+        # must not let the silence rule cut a hesitation short)
+        held_open = self._incomplete or self._unfinished or (self._ask_after_words and (self._words_due or self._verdict_due))
         if self._question and self._silence_run >= o.question_end_silence_s:
             events += self._end_turn(t, "question")
         elif held_open and self._silence_run >= max(o.end_of_turn_fallback_silence_s, o.end_of_turn_silence_s):
@@ -404,7 +409,7 @@ class TurnTaker:
         """The user spoke: what was known about their last pause no longer holds."""
         self._proposed, self._proposal_silence_passed, self._early_verdict, self._incomplete = False, False, None, False
         self._words_due, self._held_complete, self._unfinished, self._words_sure = False, False, False, False
-        self._ask_after_words = False
+        self._ask_after_words, self._verdict_due = False, False
 
     def _end_turn(self, t: float, cause: str) -> list[TurnEvent]:
         assert self._onset is not None and self._speech_end is not None

@@ -528,9 +528,16 @@ def test_words_first_the_model_is_asked_only_when_the_words_leave_the_end_open()
     # open words and an "incomplete": the fallback silence, as when the model was asked at once
     held = play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.1, 0.05)], words=[("The museum opens at nine.", 0.25, 0.9, 0.07)])
     assert only(held, "UserTurnEnded")[0].cause == "fallback"
-    # words that never come: the model was never asked, the silence rule ends the turn
+    # words later than the silence rule (a busy machine): the turn waits for them, up to the fallback silence
+    late = play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.1, 0.05)], words=[("Tell me about him.", 0.7, 0.79, 0.04)])
+    [ended] = only(late, "UserTurnEnded")
+    assert ended.cause == "fallback" and ended.t - ended.speech_end == pytest_approx(1.0), "held by its words, not cut at 0.6 s"
+    late_open = play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.9, 0.05)], words=[("The museum opens at nine.", 0.7, 0.9, 0.07)])
+    [paused], [ended] = only(late_open, "UserPaused"), only(late_open, "UserTurnEnded")
+    assert ended.cause == "model" and ended.t == pytest.approx(paused.t + 0.75), "asked once they came, past the silence rule"
+    # words that never come: the model was never asked, the fallback silence ends the turn
     [ended] = only(play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.9, 0.05)], words=[(None, 0.0)]), "UserTurnEnded")
-    assert ended.cause == "silence"
+    assert ended.cause == "fallback"
     # a backend that does not transcribe first: the model is asked on the pause, as before
     [ended] = only(play(TurnTaker(TurnOptions()), statement, until=4.0, model=[(0.9, 0.05)]), "UserTurnEnded")
     assert ended.cause == "model" and ended.t - ended.speech_end == pytest_approx(0.2)
@@ -556,7 +563,7 @@ def test_language_model_options_keep_their_order() -> None:
 
 
 def test_words_that_never_come_hold_a_complete_verdict_no_longer_than_the_silence_rule() -> None:
-    taker = TurnTaker(TurnOptions(end_of_turn_silence_s=0.6))
+    taker = TurnTaker(TurnOptions(end_of_turn_silence_s=0.6, end_of_turn_words_first=False))  # the model asked beside the words
     [ended] = only(play(taker, [(1.0, 2.0, 0.9)], until=4.0, model=[(0.9, 0.05)], words=[(None, 0.0)]), "UserTurnEnded")
     assert ended.cause == "silence" and ended.t - ended.speech_end == pytest_approx(0.6)
     off = TurnTaker(TurnOptions(end_of_turn_words=False))  # words do not count: the verdict ends the turn at once
