@@ -30,7 +30,8 @@ below `language_end_min_probability` the words end mid-sentence ("I have been le
 `language_end_sure_probability` they end the turn once the proposal silence has passed, whatever the model heard (and
 Whisper's mark needs only `sentence_end_min_probability_if_sure`). With those words on their way
 (`end_of_turn_words_first`), the model is not asked at once: `asks_model_now` says no, and `words_heard` proposes the
-pause again only when the words leave its end open.
+pause again only when the words leave its end open; until those words, and then that verdict, have come, only the
+fallback silence ends the turn (the reply needs the words anyway).
 """
 
 from __future__ import annotations
@@ -256,9 +257,10 @@ class TurnTaker:
         return []
 
     def asks_model_now(self, proposal: EndOfTurnProposed) -> bool:
-        """Whether to ask the end-of-turn model about `proposal` now. No while the pause's early transcript, on its way,
-        may settle the end without it (`end_of_turn_words_first`; `words_heard` proposes again if it does not), or has
-        already settled it (mid-sentence, a question, a sentence the language model is sure of), or the turn went on."""
+        """Whether to ask the end-of-turn model about `proposal` now (the conversation asks only then). No while the pause's
+        early transcript, on its way, may settle the end without it (`end_of_turn_words_first`: the pause is then
+        remembered, and `words_heard` proposes it again if the words do not settle it), or once they have settled it
+        (mid-sentence, a question, a sentence the language model is sure of), or when the person went on."""
         if not self.awaits_verdict(proposal.onset, proposal.speech_end):
             return False
         if not (self.options.end_of_turn_words_first and self.options.end_of_turn_words):
