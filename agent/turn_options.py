@@ -73,8 +73,8 @@ class TurnOptions(BaseModel):
     model about a pause only once its early transcript leaves the end open (not mid-sentence, not a question, not a
     sentence the language model is sure of), instead of beside speech recognition on the same cores. Those words
     decide the other pauses without it; until they, and then its verdict, have come, only the fallback silence ends the
-    turn (the reply needs the words anyway). Quiet, side by side: median 0.70 s against 0.82 s, no hesitation cut
-    against 1 of 12; one core busy: 0.86 s against 0.88 s (README). Off: the model is asked on every pause, as
+    turn (the reply needs the words anyway). Quiet, side by side, two runs: median 0.64 and 0.70 s against 0.74 and
+    0.82 s, no hesitation cut against 1 of 12; one core busy: 0.83 and 0.86 s against 0.87 and 0.88 s (README). Off: the model is asked on every pause, as
     ask_ahead says."""
     sentence_end_min_probability: Annotated[float, Field(gt=0.0, lt=1.0)] | None = 0.8
     """With end_of_turn_words: the probability (0-1) the recognizer must have given to closing the sentence where the
