@@ -252,8 +252,7 @@ class TurnTaker:
             return self._end_turn(t, "model")
         if self._ask_after_words and not self._question:
             self._verdict_due = True  # the words leave the end open: the model decides, as if asked ahead
-            heard_silence = self._silence_run - self._quiet_tail
-            return [EndOfTurnProposed(t, onset, speech_end, max(0.0, o.end_of_turn_proposal_silence_s - heard_silence))]
+            return [self._proposal(t)]
         return []
 
     def asks_model_now(self, proposal: EndOfTurnProposed) -> bool:
@@ -382,11 +381,11 @@ class TurnTaker:
         if not self._preempted and o.prepare_silence_s <= self._silence_run + SILENCE_TOLERANCE_S < o.end_of_turn_silence_s:
             self._preempted = True
             events.append(UserPaused(t, self._onset, self._speech_end))
-        heard_silence = self._silence_run - self._quiet_tail  # the model needs trailing silence as the VAD hears it (README)
+        heard_silence = self._heard_silence()
         if o.end_of_turn_model and not self._proposed and (self._preempted and o.end_of_turn_ask_ahead or
                                                            heard_silence + SILENCE_TOLERANCE_S >= o.end_of_turn_proposal_silence_s):  # fmt: skip
             self._proposed = True
-            events.append(EndOfTurnProposed(t, self._onset, self._speech_end, max(0.0, o.end_of_turn_proposal_silence_s - heard_silence)))
+            events.append(self._proposal(t))
         if self._proposed and not self._proposal_silence_passed and heard_silence + SILENCE_TOLERANCE_S >= o.end_of_turn_proposal_silence_s:
             self._proposal_silence_passed = True
             if self._early_verdict is not None:
@@ -406,6 +405,15 @@ class TurnTaker:
         elif not held_open and self._silence_run >= o.end_of_turn_silence_s:
             events += self._end_turn(t, "silence")
         return events
+
+    def _heard_silence(self) -> float:
+        """This pause's silence as the VAD hears it (without the voice's quiet tail): the model needs that (README)."""
+        return self._silence_run - self._quiet_tail
+
+    def _proposal(self, t: float) -> EndOfTurnProposed:
+        """This pause put to the end-of-turn model at `t`, with the rest of the proposal silence it is to assume."""
+        assert self._onset is not None and self._speech_end is not None
+        return EndOfTurnProposed(t, self._onset, self._speech_end, max(0.0, self.options.end_of_turn_proposal_silence_s - self._heard_silence()))
 
     def _clear_pause(self) -> None:
         """The user spoke: what was known about their last pause no longer holds."""
