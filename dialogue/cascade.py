@@ -216,6 +216,6 @@ def create(options: Options, setup: DialogueSetup) -> CascadeDialogue:
     if options.llm_url:
         llm: LocalLLM | RemoteLLM = RemoteLLM(options.llm_url, options.llm_model, os.environ.get(options.api_key_env))
     else:
-        llm = LocalLLM(options.llm, setup.base_dir, threads=options.llm_threads, executor=setup.executor)
+        llm = LocalLLM(options.llm, setup.base_dir, threads=options.llm_threads)
     voice = setup.voice if isinstance(setup.voice, VoiceOptions) else VoiceOptions()
     return CascadeDialogue(options, asr, llm, PiperTTS(voice, setup.base_dir, setup.executor), setup.system_prompt, setup.executor)

