@@ -105,6 +105,11 @@ class Heard:
     to_frame_s: float | None = None  # first speech -> the first frame with it at the sink
 
 
+STAGES = ("vad_lag_s", "turn_end_s", "model_s", "asr_s", "llm_first_text_s", "tts_first_audio_s", "answer_started_s", "asr_run_s",
+          "llm_run_s", "tts_run_s", "to_frame_s")  # fmt: skip
+"""Where a turn's time went (Heard's fields): per turn in `eot_turn`, medians in `eot_where_the_time_goes`."""
+
+
 @dataclass
 class PassResult:
     """One pass over the corpus (model on or off)."""
@@ -194,7 +199,8 @@ async def run_pass(agent, utterances: list[Utterance], stops: list[np.ndarray], 
             result.heard.append(heard)
             _emit(out, "eot_turn", heard.response_s, "s", bench=label, **setting.fields(), n=first + i, kind=u.kind, text=u.text,
                   cut_off=heard.cut_off, cause=heard.cause, cut_at=heard.cut_at, heard_as=heard.heard_as,
-                  heard_sentence_end_p=heard.heard_sentence_end_p, heard_language_end_p=heard.heard_language_end_p)  # fmt: skip
+                  heard_sentence_end_p=heard.heard_sentence_end_p, heard_language_end_p=heard.heard_language_end_p,
+                  stages={name: _round(getattr(heard, name)) for name in STAGES})  # fmt: skip
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
@@ -334,8 +340,7 @@ def summarize(result: PassResult, out: IO[str], label: str, cores: int) -> dict[
     _emit(out, "eot_barge_in_latency", _median(result.barge_ins), "s", bench=label, **setting, barge_ins=len(result.barge_ins),
           p90=None if not result.barge_ins else round(_p90(result.barge_ins), 3), cores=cores)  # fmt: skip
     stages = {}
-    for name in ("vad_lag_s", "turn_end_s", "model_s", "asr_s", "llm_first_text_s", "tts_first_audio_s", "answer_started_s", "asr_run_s",
-                 "llm_run_s", "tts_run_s", "to_frame_s"):  # fmt: skip
+    for name in STAGES:
         values = [getattr(h, name) for h in result.heard if getattr(h, name) is not None]
         stages[name] = None if not values else round(statistics.median(values), 3)
     causes = {c: sum(h.cause == c for h in result.heard) for c in ("model", "question", "words", "silence", "fallback")}
