@@ -18,6 +18,7 @@ import numpy as np
 
 from liveavatar.dialogue.asr import closing_tokens, probability_of
 from liveavatar.dialogue.base import DialogueError
+from liveavatar.dialogue.cpu_share import OtherProcessesCPU, usable_cores
 from liveavatar.dialogue.sse import SseDecoder
 from liveavatar.media.packaged import INSTALL_HINT, package_dir
 
@@ -66,6 +67,7 @@ class LocalLLM:
     more of them exist than the machine has cores, OpenMP stops letting idle workers spin, and every token costs about
     twice as much (8 ms against 15-18 ms per SmolLM2 token on a 2-core CPU, README). The thread is started by the
     constructor, so it inherits the priority of the thread that builds the model (a server's low-priority compute).
+    While other processes keep the cores busy it writes with one thread (`threads_now`; cpu_share.py says why).
     """
 
     def __init__(self, model: str = "smollm2", base_dir: Path | None = None, threads: int = 2, context: int = 2048) -> None:
@@ -74,6 +76,13 @@ class LocalLLM:
         except ImportError:
             raise LLMModelMissing("the local LLM needs llama-cpp-python: pip install llama-cpp-python (it compiles, ~6 min)") from None
         path = gguf_path(model, base_dir)
+        self.max_threads = threads
+        """Threads llama.cpp writes with on an idle machine; one while other processes keep the cores busy (`threads_now`)."""
+        self.threads_now = threads
+        """Threads the last call used: one where the cores left by other processes (OtherProcessesCPU) are fewer than
+        `max_threads` (rounded), else `max_threads`."""
+        self._others = OtherProcessesCPU()
+        self._cores = usable_cores()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")  # the only thread that calls llama.cpp
         self._writing = 0  # replies submitted and not yet finished (background reading waits for none of them)
         self._count_lock = threading.Lock()
@@ -114,7 +123,7 @@ class LocalLLM:
         with self._count_lock:
             self._writing += 1
         try:
-            future = self._thread.submit(lambda: None if stop.is_set() else work(stop))
+            future = self._thread.submit(lambda: None if stop.is_set() else (self._fit_threads(), work(stop))[1])
         except RuntimeError:  # closed
             self._done_writing()
             raise DialogueError("local LLM failed: it was closed") from None
@@ -123,6 +132,17 @@ class LocalLLM:
             return await asyncio.wrap_future(future)
         finally:
             stop.set()
+
+    def _fit_threads(self) -> None:
+        """On the model's thread: as many threads as the machine has cores to spare, at most `max_threads`, at least 1."""
+        from llama_cpp import llama_set_n_threads
+
+        others = self._others.cores()
+        spare = self._cores if others is None else int(self._cores - others + 0.5)
+        wanted = max(1, min(self.max_threads, spare))
+        if wanted != self.threads_now:
+            llama_set_n_threads(self._llama.ctx, wanted, wanted)
+            self.threads_now = wanted
 
     def _done_writing(self) -> None:
         with self._count_lock:
@@ -175,6 +195,7 @@ class LocalLLM:
     def _prefill(self, messages: list[Message]) -> None:
         if self._writing:
             return  # a reply is waiting or being written; it leaves its own prompt in the cache
+        self._fit_threads()
         # An empty user turn after the prefix: the template renders the prefix exactly as the next request will.
         self._llama.create_chat_completion([*messages, {"role": "user", "content": ""}], max_tokens=1, temperature=0.0)
 

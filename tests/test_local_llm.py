@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from liveavatar.agent.turn_options import TurnOptions
+from liveavatar.dialogue.cpu_share import OtherProcessesCPU, usable_cores
 from liveavatar.dialogue.llm import LocalLLM
 
 ASK = [{"role": "system", "content": "You are Nova."}, {"role": "user", "content": "Tell me about the moon."}]
@@ -100,3 +105,36 @@ def test_the_language_model_says_whether_a_sentence_ends_with_the_words_and_the_
     # The probability is read from the start of the reply's own prompt: the reply that follows is word for word the same.
     for text in ("We adopted a puppy last week.", "Can you tell me?"):
         assert asyncio.run(reply(text, asked_first=True)) == asyncio.run(reply(text, asked_first=False)), text
+
+
+def test_with_the_cores_kept_busy_by_another_process_the_model_writes_with_fewer_threads() -> None:
+    """Threads that wait for each other lose their time slices on a machine with no core to spare (cpu_share.py)."""
+    llm = LocalLLM(threads=usable_cores())
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)  # a reading covers at least min_window_s of the other process's work
+        reply = asyncio.run(_written(llm, ASK))
+        assert reply.strip() and llm.threads_now < llm.max_threads, (llm.threads_now, llm.max_threads)
+    finally:
+        busy.kill()
+        busy.wait()
+        llm.close()
+
+
+async def _written(llm: LocalLLM, messages: list[dict[str, str]]) -> str:
+    return "".join([delta async for delta in llm.stream(messages, 8, 0.0)])
+
+
+def test_other_processes_cpu_is_measured_from_proc_and_unknown_without_it(tmp_path: Path) -> None:
+    share = OtherProcessesCPU(min_window_s=0.3)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        share.cores()
+        time.sleep(1.0)
+        taken = share.cores()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert taken is not None and 0.6 <= taken <= usable_cores(), taken
+    assert share.cores() == taken, "a reading sooner than min_window_s repeats the last figure"
+    assert OtherProcessesCPU(proc=tmp_path).cores() is None  # no /proc (not Linux): not known, the configured threads are used
