@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+FIRST_WINDOW_S = 0.05  # the first reading measures any window at least this long (seconds): there is no figure to repeat yet
 BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user, nice, system, irq, softirq, steal in /proc/stat's "cpu" line (idle, iowait left out)
 
 
@@ -28,7 +29,8 @@ class OtherProcessesCPU:
 
     def __init__(self, min_window_s: float = 0.5, proc: Path = Path("/proc")) -> None:
         self.min_window_s = min_window_s
-        """A reading sooner than this after the last one (seconds) repeats the last figure instead of measuring."""
+        """A reading sooner than this after the last one (seconds) repeats the last figure instead of measuring (the
+        first reading needs only FIRST_WINDOW_S since the object was made)."""
         self._proc = proc
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._last = self._sample()
@@ -47,7 +49,8 @@ class OtherProcessesCPU:
         """Cores used by everything but this process since the last reading (0 = idle); None when not known."""
         if self._last is None:
             return None
-        if time.monotonic() - self._last[0] < self.min_window_s:
+        elapsed = time.monotonic() - self._last[0]
+        if elapsed < (self.min_window_s if self._cores is not None else FIRST_WINDOW_S):
             return self._cores
         now = self._sample()
         if now is None:

@@ -70,7 +70,8 @@ class LocalLLM:
     While other processes keep the cores busy it writes with one thread (`threads_now`; cpu_share.py says why).
     """
 
-    def __init__(self, model: str = "smollm2", base_dir: Path | None = None, threads: int = 2, context: int = 2048) -> None:
+    def __init__(self, model: str = "smollm2", base_dir: Path | None = None, threads: int = 2, context: int = 2048,
+                 fit_threads: bool = True) -> None:  # fmt: skip
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -81,7 +82,7 @@ class LocalLLM:
         self.threads_now = threads
         """Threads the last call used: one where the cores left by other processes (OtherProcessesCPU) are fewer than
         `max_threads` (rounded), else `max_threads`."""
-        self._others = OtherProcessesCPU()
+        self._others = OtherProcessesCPU() if fit_threads else None  # None: always `threads` (benchmarks compare counts)
         self._cores = usable_cores()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")  # the only thread that calls llama.cpp
         self._writing = 0  # replies submitted and not yet finished (background reading waits for none of them)
@@ -137,6 +138,8 @@ class LocalLLM:
         """On the model's thread: as many threads as the machine has cores to spare, at most `max_threads`, at least 1."""
         from llama_cpp import llama_set_n_threads
 
+        if self._others is None:
+            return
         others = self._others.cores()
         spare = self._cores if others is None else int(self._cores - others + 0.5)
         wanted = max(1, min(self.max_threads, spare))
