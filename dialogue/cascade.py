@@ -59,9 +59,9 @@ class Options(BaseModel):
     threads: Annotated[int, Field(ge=1, le=64)] = 2
     """CPU threads for speech recognition."""
     llm_threads: Annotated[int, Field(ge=1, le=64)] = 2
-    """CPU threads for the local LLM. The cascade pauses the LLM while it synthesizes speech, so the two
-    never fight for cores; but llama.cpp's threads wait for each other by spinning, so on a 2-core machine
-    that other programs keep busy, 1 is the robust choice (two threads can then run ten times slower)."""
+    """Most CPU threads for the local LLM, used while the machine has that many cores to spare. The cascade pauses
+    the LLM while it synthesizes speech, so the two never fight for cores; llama.cpp's threads wait for each other
+    by spinning, so while other processes keep the cores busy the LLM writes with one (LocalLLM.threads_now)."""
     history_turns: Annotated[int, Field(ge=0, le=64)] = 16
     """Most past exchanges sent with each request. When the history outgrows it, the older half is
     dropped at once, so the prompt's beginning stays the same for several turns and llama.cpp reuses

@@ -10,8 +10,8 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -86,6 +86,7 @@ class LocalLLM:
         self._cores = usable_cores()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")  # the only thread that calls llama.cpp
         self._writing = 0  # replies submitted and not yet finished (background reading waits for none of them)
+        self._closed = threading.Event()  # set by close(): a reply waiting for its speech between tokens stops
         self._count_lock = threading.Lock()
 
         def load() -> Llama:
@@ -124,7 +125,7 @@ class LocalLLM:
         with self._count_lock:
             self._writing += 1
         try:
-            future = self._thread.submit(lambda: None if stop.is_set() else (self._fit_threads(), work(stop))[1])
+            future = self._thread.submit(lambda: None if stop.is_set() or self._closed.is_set() else (self._fit_threads(), work(stop))[1])
         except RuntimeError:  # closed
             self._done_writing()
             raise DialogueError("local LLM failed: it was closed") from None
@@ -214,6 +215,7 @@ class LocalLLM:
 
     def close(self) -> None:
         """Stop the model's thread: queued work is dropped, running work finishes first (a reply stops at its next token)."""
+        self._closed.set()
         self._thread.shutdown(wait=True, cancel_futures=True)
 
     async def stream(self, messages: list[Message], max_tokens: int, temperature: float,
@@ -229,9 +231,9 @@ class LocalLLM:
         def work(stop: threading.Event) -> None:
             try:
                 for chunk in self._llama.create_chat_completion(messages, stream=True, max_tokens=max_tokens, temperature=temperature):
-                    while gate is not None and not gate.wait(POLL_S) and not stop.is_set():
+                    while gate is not None and not gate.wait(POLL_S) and not stop.is_set() and not self._closed.is_set():
                         pass
-                    if stop.is_set():
+                    if stop.is_set() or self._closed.is_set():
                         break
                     delta = chunk["choices"][0]["delta"].get("content")
                     if delta:
@@ -244,6 +246,8 @@ class LocalLLM:
         writer.add_done_callback(lambda done: done.cancelled() or done.exception() is None or queue.put_nowait(done.exception()))
         try:
             while (item := await queue.get()) is not None:
+                if isinstance(item, DialogueError):
+                    raise item
                 if isinstance(item, BaseException):
                     raise DialogueError(f"local LLM failed: {item}") from item
                 yield item
