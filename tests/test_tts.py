@@ -90,10 +90,13 @@ def test_a_long_first_sentence_comes_in_parts_each_twice_as_long_joined_without_
         assert 2 * before - 2 * PART_SEEK_S - 0.02 <= after <= 2 * before + 2 * PART_SEEK_S + 0.02, lengths
     joined = np.concatenate([c.pcm for c in parts])
     assert len(joined) == len(whole.pcm) - first_sound(whole.pcm, tts.rate)  # every sample kept (the lead-in aside)
-    jumps = np.abs(np.diff(joined))
+    jumps = np.abs(np.diff(joined))  # sample to sample: a click is a jump larger than the voice itself makes
     seams = np.cumsum([len(c.pcm) for c in parts[:-1]])
-    near = np.concatenate([jumps[max(0, s - 300) : s + 300] for s in seams])
-    assert near.max() <= jumps.max() and near.max() < 0.25, "a click where parts meet"
+    away = np.ones(len(jumps), bool)
+    for seam in seams:
+        away[max(0, seam - 300) : seam + 300] = False
+    near = jumps[~away]
+    assert near.max() <= jumps[away].max(), f"a click where parts meet: {near.max():.3f} against {jumps[away].max():.3f} elsewhere"
     f0_whole, f0_parts = median_f0(whole.pcm, tts.rate), median_f0(joined, tts.rate)
     assert abs(12 * np.log2(f0_parts / f0_whole)) < 0.3, (f0_whole, f0_parts)
 
