@@ -137,10 +137,10 @@ class LocalLLM:
 
     def _fit_threads(self) -> None:
         """On the model's thread: as many threads as the machine has cores to spare, at most `max_threads`, at least 1."""
-        from llama_cpp import llama_set_n_threads
-
         if self._others is None:
             return
+        from llama_cpp import llama_set_n_threads
+
         others = self._others.cores()
         spare = self._cores if others is None else int(self._cores - others + 0.5)
         wanted = max(1, min(self.max_threads, spare))

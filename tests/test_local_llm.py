@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +22,17 @@ ASK = [{"role": "system", "content": "You are Nova."}, {"role": "user", "content
 OTHER = [{"role": "system", "content": "You are Nova."}, {"role": "user", "content": "And what about Mars, tell me everything?"}]
 
 
+@contextlib.contextmanager
+def watching_eval(llm: LocalLLM, note: Callable[[list[int]], object]) -> Iterator[None]:
+    """`note(tokens)` on every batch of tokens the model reads (replies, background reading, the sentence-end question)."""
+    evaluate = llm._llama.eval
+    llm._llama.eval = lambda tokens: (note(tokens), evaluate(tokens))[1]
+    try:
+        yield
+    finally:
+        del llm._llama.eval
+
+
 @pytest.fixture(scope="module")
 def llm():  # noqa: ANN201
     model = LocalLLM(threads=1)
@@ -29,8 +42,6 @@ def llm():  # noqa: ANN201
 
 def test_a_reply_cancelled_while_waiting_for_the_model_never_reads_its_prompt_and_the_first_goes_on(llm: LocalLLM) -> None:
     read: list[int] = []  # prompt sizes the model was given, in order
-    evaluate = llm._llama.eval
-    llm._llama.eval = lambda tokens: (read.append(len(tokens)), evaluate(tokens))[1]
 
     async def scenario() -> list[str]:
         speaking = threading.Event()  # cleared: the first reply waits between tokens, holding the model, for its speech
@@ -50,18 +61,14 @@ def test_a_reply_cancelled_while_waiting_for_the_model_never_reads_its_prompt_an
         assert all(n == 1 for n in read[before:]), f"the cancelled reply read a prompt: {read[before:]}"
         return words
 
-    try:
+    with watching_eval(llm, lambda tokens: read.append(len(tokens))):
         words = asyncio.run(scenario())
-    finally:
-        del llm._llama.eval
     assert words, "the first reply did not go on once its speech was under way"
 
 
 def test_every_call_into_llama_cpp_runs_on_one_thread(llm: LocalLLM) -> None:
     """More threads calling llama.cpp mean more OpenMP teams, and each token then costs about twice as much."""
     threads: set[int] = set()
-    evaluate = llm._llama.eval
-    llm._llama.eval = lambda tokens: (threads.add(threading.get_ident()), evaluate(tokens))[1]
     pool = ThreadPoolExecutor(3)
 
     async def from_many_threads() -> None:
@@ -73,10 +80,10 @@ def test_every_call_into_llama_cpp_runs_on_one_thread(llm: LocalLLM) -> None:
         await asyncio.gather(*(loop.run_in_executor(pool, asyncio.run, llm.end_probability(m)) for m in (ASK, OTHER)))
 
     try:
-        asyncio.run(from_many_threads())
-        llm.uncached_tokens(ASK)
+        with watching_eval(llm, lambda _tokens: threads.add(threading.get_ident())):
+            asyncio.run(from_many_threads())
+            llm.uncached_tokens(ASK)
     finally:
-        del llm._llama.eval
         pool.shutdown()
     assert len(threads) == 1 and threading.get_ident() not in threads, threads
 
