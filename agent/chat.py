@@ -16,6 +16,7 @@ from liveavatar.agent.duet_plan import DuetPlan
 from liveavatar.agent.metrics import MetricsLog
 from liveavatar.agent.presenter import picture_size
 from liveavatar.devices.browser.server import BrowserServer, BrowserSession
+from liveavatar.devices.browser.vp8 import DEFAULT_VIDEO_BITRATE
 from liveavatar.devices.end_of_turn import SmartTurn
 from liveavatar.devices.sink import FrameSink
 from liveavatar.devices.sources import AudioSource
@@ -30,7 +31,8 @@ def make_agent(persona: Persona, size: tuple[int, int] = (512, 512), fps: float 
 
 async def serve_browser(agent: Agent | list[Agent], host: str, port: int, token: str | None, metrics: MetricsLog,
                         on_event: Printer | None = None, ready: Callable[[BrowserServer], None] | None = None,
-                        duet: DuetPlan | None = None, transport: str = "webrtc", ice_servers: tuple = ()) -> None:  # fmt: skip
+                        duet: DuetPlan | None = None, transport: str = "webrtc", ice_servers: tuple = (),
+                        video_bitrate: int = DEFAULT_VIDEO_BITRATE) -> None:  # fmt: skip
     """Serve the page until cancelled; each connected page gets a fresh conversation (or live duet) with the agent(s),
     all sharing one end-of-turn model loaded before the page is served."""
     clock = Clock()
@@ -64,7 +66,8 @@ async def serve_browser(agent: Agent | list[Agent], host: str, port: int, token:
 
     config = {"fps": agents[0].avatar.fps, "audio_rate": agents[0].avatar.audio_rate, "size": list(picture_size(agents, duet)),
               "name": " & ".join(a.name for a in agents)}  # fmt: skip
-    server = BrowserServer(run_session, clock.now, host, port, token, config=config, transport=transport, ice_servers=ice_servers)
+    server = BrowserServer(run_session, clock.now, host, port, token, config=config, transport=transport, ice_servers=ice_servers,
+                           video_bitrate=video_bitrate)  # fmt: skip
     try:
         await server.start()
         if ready is not None:

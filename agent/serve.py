@@ -22,6 +22,7 @@ from liveavatar.agent.memory import release_freed_memory, settle_allocator
 from liveavatar.agent.metrics import MetricsLog
 from liveavatar.agent.scheduler import ComputeScheduler
 from liveavatar.devices.browser.server import BrowserServer, BrowserSession, Transport
+from liveavatar.devices.browser.vp8 import DEFAULT_VIDEO_BITRATE
 from liveavatar.devices.end_of_turn import SmartTurn
 from liveavatar.devices.sink import FrameSink
 from liveavatar.devices.vad import SileroVAD, load_model
@@ -41,6 +42,7 @@ class ServeOptions:
     max_sessions: int = 4
     transport: Transport = "webrtc"
     ice_servers: tuple = ()  # devices.browser.webrtc.IceServer entries
+    video_bitrate: int = DEFAULT_VIDEO_BITRATE  # webrtc: each page's avatar video at most this many bits per second
     size: tuple[int, int] = (512, 512)
     fps: float = 25.0
     audio_rate: int = 24000
@@ -105,7 +107,8 @@ class SessionServer:
         config = {"fps": options.fps, "audio_rate": options.audio_rate, "size": [width, height], "personas": self.factory.names}
         busy = f"all seats are taken: {options.max_sessions} conversations are in progress on this server; try again in a moment"
         self.server = BrowserServer(self._run_session, self.clock.now, options.host, options.port, options.token, config=config,
-                                    transport=options.transport, ice_servers=options.ice_servers, max_sessions=options.max_sessions,
+                                    transport=options.transport, ice_servers=options.ice_servers, video_bitrate=options.video_bitrate,
+                                    max_sessions=options.max_sessions,
                                     busy_message=busy)  # fmt: skip
 
     async def start(self) -> None:

@@ -12,16 +12,19 @@ beside, not judged). From that:
   rate from the best anchor seen (the earliest `presented − index/fps`), so a constant transport delay is not
   lateness but any stall, growing buffer or frame the page never showed is. N sessions are "held" when no frame of
   any tab was more than 100 ms late and fewer than 1 % were never presented.
-- delay: presented minus left, per frame (both on this machine's wall clock).
+- delay: presented minus left, per frame (both on this machine's wall clock); over WebRTC also split at the moment
+  the frame, encoded, went to aiortc to be sent: how late frames were sent (lateness as above, at the server) and
+  the delay from sent to presented (the network and the browser).
 - bytes per second the page received (RTP with headers, plus the websocket).
 - per session: the server's CPU (this process: the bench's Chromium driver is another process) and memory above
   the idle server, and the response latency of each turn (end of the person's speech to the first frame with the
-  reply's voice leaving the server).
+  reply's voice leaving the server); per tab: the CPU of the Chromium processes (they share the 2 cores).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -36,6 +39,7 @@ import numpy as np
 from liveavatar.agent.config import Persona, load_persona
 from liveavatar.agent.serve import ServeOptions, SessionServer
 from liveavatar.devices.browser.server import BrowserSession
+from liveavatar.devices.browser.webrtc import VIDEO_CLOCK
 from liveavatar.devices.sink import FrameSink
 from liveavatar.media import AVFrame
 
@@ -76,16 +80,25 @@ def stamp(image: np.ndarray, index: int) -> np.ndarray:
 
 
 class ProbeSink(FrameSink):
-    """The page as a sink, with each frame stamped and the time it left noted (wall clock, seconds)."""
+    """The page as a sink, with each frame stamped and the times it left for the page and, over WebRTC, was sent
+    (encoded and handed to aiortc) noted (wall clock, seconds)."""
 
     def __init__(self, session: BrowserSession) -> None:
         self.session = session
         self.left: dict[int, float] = {}
+        self.sent: dict[int, float] = {}
+        self._fps = 25.0
+
+    def _note_sent(self, pts: int) -> None:
+        self.sent[round(pts * self._fps / VIDEO_CLOCK) % (1 << STAMP_BITS)] = time.time()
 
     async def write(self, frame: AVFrame) -> None:
         """Stamp, note, send."""
         index = frame.index % (1 << STAMP_BITS)
         self.left[index] = time.time()
+        if self.session.rtc is not None:
+            self._fps = frame.fps
+            self.session.rtc.video.on_sent = self._note_sent
         await self.session.write(AVFrame(stamp(frame.image, index), frame.audio, frame.index, frame.generation, frame.fps, frame.audio_rate))
 
     async def flush(self) -> float:
@@ -115,6 +128,7 @@ class PageResult:
 
     presented: list[tuple[int, float]]  # (frame index, ready to show at: wall seconds)
     left: dict[int, float]
+    sent: dict[int, float]  # WebRTC: when each frame, encoded, went to aiortc
     bytes_per_s: float
     drawn_per_s: float  # frames the page's canvas drew (websocket) or its video element presented (WebRTC)
     errors: list[str]
@@ -146,6 +160,20 @@ def frame_delays(presented: list[tuple[int, float]], left: dict[int, float]) -> 
     for index, at in presented:
         seen.setdefault(index, at)
     return np.array([at - left[i] for i, at in seen.items() if i in left])
+
+
+def browser_cpu(process: Any) -> float:
+    """CPU seconds the Chromium processes started under `process` (a psutil.Process) have used so far: the tabs, and
+    the browser's GPU, audio and network processes they share."""
+    import psutil
+
+    total = 0.0
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "chrom" in child.name():
+                times = child.cpu_times()
+                total += times.user + times.system
+    return total
 
 
 def question_wav(path: Path, seconds: float) -> Path:
@@ -188,11 +216,11 @@ async def run_pages(server: ProbeServer, count: int, persona: str, wav: Path) ->
             await asyncio.sleep(QUESTION_EVERY_S / count)
         await asyncio.sleep(SETTLE_S)
         before = [await page.evaluate(READ_PAGE) for page in pages]
-        cpu0, wall0, peak_rss = sum(process.cpu_times()[:2]), time.monotonic(), idle_rss
+        cpu0, browser_cpu0, wall0, peak_rss = sum(process.cpu_times()[:2]), browser_cpu(process), time.monotonic(), idle_rss
         while time.monotonic() - wall0 < WINDOW_S:
             await asyncio.sleep(1.0)
             peak_rss = max(peak_rss, process.memory_info().rss)
-        cpu = sum(process.cpu_times()[:2]) - cpu0
+        cpu, browser_s = sum(process.cpu_times()[:2]) - cpu0, browser_cpu(process) - browser_cpu0
         wall = time.monotonic() - wall0
         after = [await page.evaluate(READ_PAGE) for page in pages]
         await browser.close()
@@ -204,14 +232,14 @@ async def run_pages(server: ProbeServer, count: int, persona: str, wav: Path) ->
         session_id = next((e["id"] for e in a["events"] if e.get("id")), None)
         presented = [(i, t / 1000) for i, t in a["presented"] if start <= t / 1000 <= stop]
         bytes_now, bytes_then = a["wsBytes"] + a["rtpBytes"], b["wsBytes"] + b["rtpBytes"]
-        by_id[session_id] = PageResult(presented, {}, (bytes_now - bytes_then) / (stop - start), (a["drawn"] - b["drawn"]) / (stop - start), a["errors"])
+        by_id[session_id] = PageResult(presented, {}, {}, (bytes_now - bytes_then) / (stop - start), (a["drawn"] - b["drawn"]) / (stop - start), a["errors"])
     for session_id, result in by_id.items():
         probe = server.probes.pop(session_id, None)
-        result.left = probe.left if probe is not None else {}
+        result.left, result.sent = (probe.left, probe.sent) if probe is not None else ({}, {})
     for session_id, latency in server.responses[first_metrics:]:
         if session_id in by_id:
             by_id[session_id].responses.append(latency)
-    load = {"cpu_cores": cpu / wall, "rss_mb_above_idle": (peak_rss - idle_rss) / 2**20}
+    load = {"cpu_cores": cpu / wall, "browser_cpu_cores": browser_s / wall, "rss_mb_above_idle": (peak_rss - idle_rss) / 2**20}
     return list(by_id.values()), load
 
 
@@ -230,15 +258,20 @@ class BenchServer(ProbeServer):
 
 def summarize(results: list[PageResult], fps: float) -> dict[str, Any]:
     """One run's figures across its tabs."""
-    late, missing, presented, delays = [], 0, 0, []
+    late, missing, presented, delays, sent_late, after_sent = [], 0, 0, [], [], []
     for result in results:
         each, gone = lateness(result.presented, fps)
         late.append(each)
         missing += gone
         presented += len(each)
         delays.append(frame_delays(result.presented, result.left))
+        sent = [(i, result.sent[i]) for i, _ in result.presented if i in result.sent]
+        sent_late.append(lateness(sent, fps)[0])
+        after_sent.append(frame_delays(result.presented, result.sent))
     late_all = np.concatenate(late) if late else np.zeros(0)
     delay_all = np.concatenate(delays) if delays else np.zeros(0)
+    sent_late_all = np.concatenate(sent_late) if sent_late else np.zeros(0)
+    after_sent_all = np.concatenate(after_sent) if after_sent else np.zeros(0)
     medians = [statistics.median(r.responses) if r.responses else None for r in results]
     return {
         "max_late_s": float(late_all.max()) if len(late_all) else None,
@@ -247,6 +280,10 @@ def summarize(results: list[PageResult], fps: float) -> dict[str, Any]:
         "held": bool(len(late_all) and late_all.max() <= LATE_S and missing <= MISSING_MAX * (presented + missing)),
         "delay_median_s": float(np.median(delay_all)) if len(delay_all) else None,
         "delay_p95_s": float(np.percentile(delay_all, 95)) if len(delay_all) else None,
+        "sent_max_late_s": float(sent_late_all.max()) if len(sent_late_all) else None,
+        "sent_p99_late_s": float(np.percentile(sent_late_all, 99)) if len(sent_late_all) else None,
+        "sent_to_page_median_s": float(np.median(after_sent_all)) if len(after_sent_all) else None,
+        "sent_to_page_p99_s": float(np.percentile(after_sent_all, 99)) if len(after_sent_all) else None,
         "bytes_per_s": [round(r.bytes_per_s) for r in results],
         "frames_drawn_per_s": [round(r.drawn_per_s, 1) for r in results],
         "response_median_s": [None if m is None else round(m, 3) for m in medians],
@@ -279,6 +316,7 @@ async def _capacity(out: IO[str], label: str, path: Path, counts: list[int], wav
             runs[count] = figures
             emit(out, f"serve_{label}_sessions", count, "sessions", transport=transport, size=[size, size], **figures,
                  cpu_cores_per_session=round(usage["cpu_cores"] / count, 3), rss_mb_per_session=round(usage["rss_mb_above_idle"] / count, 1),
+                 browser_cpu_cores_per_tab=round(usage["browser_cpu_cores"] / count, 3),
                  load_before=[round(x, 2) for x in load_before], load_after=[round(x, 2) for x in os.getloadavg()])  # fmt: skip
             if not held and count >= 2:  # 1 and 2 sessions are always measured (response latency at each)
                 break

@@ -221,3 +221,4 @@ def test_serve_flags_are_checked_before_anything_loads(examples: Path, capsys: p
     assert usage_error(capsys, ["serve", nova, "--host", "0.0.0.0"]).endswith("0.0.0.0 makes the page reachable from other machines; give a --token too")
     assert "--max-sessions" in usage_error(capsys, ["serve", nova, "--max-sessions", "0"])
     assert "--transport" in usage_error(capsys, ["serve", nova, "--transport", "carrier-pigeon"])
+    assert usage_error(capsys, ["serve", nova, "--video-kbps", "50"]).endswith("argument --video-kbps: expected a whole number of at least 100, got '50'")

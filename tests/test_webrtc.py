@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
 from websockets.asyncio.client import connect
 
 from browser_harness import scripted_server
@@ -51,7 +52,10 @@ def test_time_stamps_come_from_the_frame_index() -> None:
 
     frames, packets, start = asyncio.run(scenario())
     assert [f.pts for f in frames] == [3600 * i for i in (10, 11, 12, 13, 20, 21, 22)]  # 90 kHz clock, 25 fps
-    assert all(f.width == 64 and f.to_ndarray(format="rgb24")[0, 0, 0] in (i, i - 1, i + 1) for f, i in zip(frames, (10, 11, 12, 13, 20, 21, 22)))
+    vp8 = av.CodecContext.create("libvpx", "r")
+    pictures = [p for f in frames for p in vp8.decode(f)]
+    assert all(p.width == 64 and abs(int(p.to_ndarray(format="rgb24")[32, 32, 0]) - i) <= 2 for p, i in zip(pictures, (10, 11, 12, 13, 20, 21, 22)))
+    assert len(pictures) == 7
     pts = [p.pts for p, _ in packets]
     assert pts[0] == 10 * 1920 and 20 * 1920 in pts  # 48 kHz: frame i starts at sample 1920·i
     steps = np.diff(pts)
@@ -134,7 +138,7 @@ def test_mdns_candidates_are_not_resolved() -> None:
 
 def test_a_peer_gets_the_avatar_over_webrtc(examples: Path) -> None:
     async def scenario():
-        async with scripted_server(examples, LINES) as (server, *_):
+        async with scripted_server(examples, LINES, video_bitrate=600_000) as (server, *_):
             async with connect(ws_url(server)) as ws:
                 config = await next_event(ws, "config")
                 page = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -149,14 +153,23 @@ def test_a_peer_gets_the_avatar_over_webrtc(examples: Path) -> None:
                 video = [await asyncio.wait_for(tracks["video"].recv(), 10) for _ in range(20)]
                 voice = [await asyncio.wait_for(tracks["audio"].recv(), 10) for _ in range(20)]
                 session = server.sessions[0]
+                # The page's RTCP, through aiortc's own handling: a picture loss, then a bandwidth estimate under the ceiling
+                encoder, sender = session.rtc.video.encoder, session.rtc._pc.getTransceivers()[1].sender
+                asked_before = encoder.keyframes - len(encoder.starts)  # keyframes beyond those that start an encoder
+                await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=sender._ssrc))
+                video += [await asyncio.wait_for(tracks["video"].recv(), 10) for _ in range(3)]
+                asked = encoder.keyframes - len(encoder.starts) - asked_before
+                await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(300_000, [sender._ssrc])))
+                video += [await asyncio.wait_for(tracks["video"].recv(), 10) for _ in range(3)]
+                starts = list(encoder.starts)
                 ice = session.rtc._pc.getTransceivers()[0].sender.transport.transport.iceGatherer._connection
                 pc_servers = [server for server in (ice.stun_server, ice.turn_server) if server]
                 await ws.send(json.dumps({"type": "offer", "sdp": page.localDescription.sdp}))
                 again = await next_event(ws, "error")
                 await page.close()
-            return config, answer["sdp"], video, voice, pc_servers, again
+            return config, answer["sdp"], video, voice, pc_servers, again, asked, starts
 
-    config, sdp, video, voice, pc_servers, again = asyncio.run(scenario())
+    config, sdp, video, voice, pc_servers, again, asked, starts = asyncio.run(scenario())
     assert config["transport"] == "webrtc" and config["ice_servers"] == [] and pc_servers == []
     assert "VP8/90000" in sdp and "opus/48000" in sdp and "H264" not in sdp
     assert "typ srflx" not in sdp and "typ relay" not in sdp  # no STUN or TURN server was asked
@@ -165,6 +178,7 @@ def test_a_peer_gets_the_avatar_over_webrtc(examples: Path) -> None:
     steps = np.diff([f.pts for f in voice[5:]])  # 20 ms apart, or a multiple where a late packet was dropped
     assert {f.sample_rate for f in voice} == {48000} and set(steps % 960) == {0} and np.median(steps) == 960
     assert "already has a media connection" in again["message"]
+    assert asked == 1 and starts[0] == 600_000 and 300_000 in starts  # the keyframe asked for; the ceiling; the estimate followed
 
 
 def test_a_configured_stun_server_is_the_one_asked(examples: Path) -> None:

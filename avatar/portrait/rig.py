@@ -93,8 +93,14 @@ class PortraitRig:
         self._coarse = (cm * cgx.astype(np.float32), cm * cgy.astype(np.float32), cm)
         self._box_gx = np.ascontiguousarray(self._gx[y0:y1, x0:x1])
         self._box_gy = np.ascontiguousarray(self._gy[y0:y1, x0:x1])
+        # Every per-frame buffer but the frame itself is kept: a fresh one each frame costs more in page faults (the
+        # allocator maps buffers this large on their own and unmaps them when freed) than the remap itself.
         self._map_x = np.empty_like(self._box_gx)
         self._map_y = np.empty_like(self._box_gy)
+        self._head_dx = np.empty_like(self._box_gx)
+        self._head_dy = np.empty_like(self._box_gy)
+        self._fixed_xy = np.empty((*self._box_gx.shape, 2), np.int16)
+        self._fixed_frac = np.empty(self._box_gx.shape, np.uint16)
         self.pivot = (lay.chin[0], lay.chin[1] + 0.35 * hh)
 
     def _build_jaw(self, lay: FaceLayout) -> _Region:
@@ -146,8 +152,10 @@ class PortraitRig:
         size = (x1 - x0, y1 - y0)
         dx = (lin[0, 0] - 1.0) * mgx + lin[0, 1] * mgy + off[0] * m
         dy = lin[1, 0] * mgx + (lin[1, 1] - 1.0) * mgy + off[1] * m
-        mx = cv2.add(self._box_gx, cv2.resize(dx.astype(np.float32), size, interpolation=cv2.INTER_LINEAR), dst=self._map_x)
-        my = cv2.add(self._box_gy, cv2.resize(dy.astype(np.float32), size, interpolation=cv2.INTER_LINEAR), dst=self._map_y)
+        head_dx = cv2.resize(dx.astype(np.float32), size, dst=self._head_dx, interpolation=cv2.INTER_LINEAR)
+        head_dy = cv2.resize(dy.astype(np.float32), size, dst=self._head_dy, interpolation=cv2.INTER_LINEAR)
+        mx = cv2.add(self._box_gx, head_dx, dst=self._map_x)
+        my = cv2.add(self._box_gy, head_dy, dst=self._map_y)
         drop = float(np.clip(pose.jaw, 0.0, 1.0)) * MAX_JAW_DROP * self.layout.mouth.width
         spread = LIP_SPREAD * float(np.clip(pose.spread, -1.0, 1.0))
         mouth_shift = self._shift_of(self._jaw.anchor, lin, off)
@@ -155,7 +163,7 @@ class PortraitRig:
             self._add(my, self._jaw, drop, mouth_shift, (y0, x0))
         if spread:
             self._add(mx, self._spread, spread, mouth_shift, (y0, x0))
-        fixed_a, fixed_b = cv2.convertMaps(mx, my, cv2.CV_16SC2)  # fixed-point maps remap ~2× faster
+        fixed_a, fixed_b = cv2.convertMaps(mx, my, cv2.CV_16SC2, dstmap1=self._fixed_xy, dstmap2=self._fixed_frac)  # ~2× faster remap
         frame = self.image.copy()  # outside the head box the portrait is unchanged
         cv2.remap(self.image, fixed_a, fixed_b, cv2.INTER_LINEAR, dst=frame[y0:y1, x0:x1], borderMode=cv2.BORDER_REPLICATE)
         if drop > 0.6:
@@ -172,13 +180,19 @@ class PortraitRig:
         c, s = np.cos(theta), np.sin(theta)
         inv = np.array([[c, s], [-s, c]]) / pose.scale  # inverse of rotation·scale
         pivot = np.array(self.pivot)
-        off = pivot - inv @ (pivot + np.array(pose.shift_px))
+        moved = pivot + np.array(pose.shift_px)
+        off = pivot - (inv * moved).sum(axis=1)  # inv·moved, without a BLAS call (see _shift_of)
         return inv, off
 
     @staticmethod
     def _shift_of(anchor: tuple[float, float], lin: np.ndarray, off: np.ndarray) -> tuple[int, int]:
-        """Whole-pixel displacement of a head point on screen (solves lin·p + off = anchor for p)."""
-        px, py = np.linalg.solve(lin, np.array(anchor) - off)
+        """Whole-pixel displacement of a head point on screen (solves lin·p + off = anchor for p).
+
+        Solved by hand: numpy's solver goes through LAPACK, whose worker threads then spin on every frame."""
+        (a, b), (c, d) = lin.tolist()
+        x, y = anchor[0] - float(off[0]), anchor[1] - float(off[1])
+        det = a * d - b * c
+        px, py = (d * x - b * y) / det, (a * y - c * x) / det
         return int(round(px - anchor[0])), int(round(py - anchor[1]))
 
     @staticmethod

@@ -32,6 +32,7 @@ from websockets.protocol import State
 
 from liveavatar.devices.browser.protocol import (MAX_MESSAGE_BYTES, PLAYBACK_LEAD_S, CameraImage, MicAudio, ProtocolError,
                                                  decode_binary, decode_text, encode_frame)  # fmt: skip
+from liveavatar.devices.browser.vp8 import DEFAULT_VIDEO_BITRATE
 from liveavatar.devices.sink import FrameSink
 from liveavatar.devices.sources import AudioSource
 from liveavatar.media import AudioChunk, AVFrame
@@ -60,7 +61,7 @@ class BrowserSession(AudioSource, FrameSink):
     rate = 16000
 
     def __init__(self, websocket: ServerConnection, now: Callable[[], float], transport: Transport = "websocket",
-                 ice_servers: tuple = ()) -> None:  # fmt: skip
+                 ice_servers: tuple = (), video_bitrate: int = DEFAULT_VIDEO_BITRATE) -> None:  # fmt: skip
         self.websocket = websocket
         self.now = now
         self.transport = transport
@@ -75,7 +76,7 @@ class BrowserSession(AudioSource, FrameSink):
         if transport == "webrtc":
             from liveavatar.devices.browser.webrtc import WebRTCMedia  # aiortc is imported only when used
 
-            self.rtc = WebRTCMedia(self._hear, ice_servers)
+            self.rtc = WebRTCMedia(self._hear, ice_servers, video_bitrate)
 
     @property
     def camera(self) -> np.ndarray | None:
@@ -192,6 +193,7 @@ class BrowserServer:
     config: dict[str, Any] = field(default_factory=dict)  # sent to the page on connect (fps, size, ...)
     transport: Transport = "webrtc"
     ice_servers: tuple = ()  # webrtc.IceServer entries; none by default: no STUN or TURN server is contacted
+    video_bitrate: int = DEFAULT_VIDEO_BITRATE  # webrtc: the avatar video's ceiling, bits per second
     max_sessions: int = 1
     busy_message: str = ONE_PAGE
     _server: Server | None = None
@@ -295,7 +297,7 @@ class BrowserServer:
             await websocket.send(json.dumps({"type": "error", "code": "busy", "message": self.busy_message}))
             await websocket.close(1013, "busy")
             return
-        session = BrowserSession(websocket, self.now, self.transport, self.ice_servers)
+        session = BrowserSession(websocket, self.now, self.transport, self.ice_servers, self.video_bitrate)
         task = asyncio.current_task()
         assert task is not None
         self._active[session] = task
