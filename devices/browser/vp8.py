@@ -32,7 +32,6 @@ class Vp8Stream:
         self.ceiling = ceiling
         self.fps = 0.0
         self.time_base = time_base
-        self.bitrate = ceiling
         self.keyframes = 0  # packets that were complete pictures
         self.starts: list[int] = []  # the bitrate of each encoder started (the first, then each restart)
         self._codec: av.VideoCodecContext | None = None
@@ -45,7 +44,7 @@ class Vp8Stream:
         bitrate = min(self.ceiling, target) if target else self.ceiling
         codec = self._codec
         if (codec is None or (codec.width, codec.height) != (width, height) or fps != self.fps
-                or abs(bitrate - self.bitrate) > RESTART_CHANGE * self.bitrate):  # fmt: skip
+                or abs(bitrate - self.starts[-1]) > RESTART_CHANGE * self.starts[-1]):  # fmt: skip
             codec = self._codec = self._open(width, height, fps, bitrate)
         frame = self._frame(image)
         frame.pts, frame.time_base = pts, self.time_base
@@ -59,7 +58,7 @@ class Vp8Stream:
 
     def _open(self, width: int, height: int, fps: float, bitrate: int) -> av.VideoCodecContext:
         """A real-time, constant-bitrate libvpx encoder: no frames held back, one thread (sessions run in parallel)."""
-        self.bitrate, self.fps = bitrate, fps
+        self.fps = fps
         self.starts.append(bitrate)
         codec = av.CodecContext.create("libvpx", "w")
         codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
