@@ -66,6 +66,7 @@ async def serve_browser(agent: Agent | list[Agent], host: str, port: int, token:
 
     config = {"fps": agents[0].avatar.fps, "audio_rate": agents[0].avatar.audio_rate, "size": list(picture_size(agents, duet)),
               "name": " & ".join(a.name for a in agents)}  # fmt: skip
+    config["camera"] = [config["name"]] if any(a.persona.looks_at_camera for a in agents) else []
     server = BrowserServer(run_session, clock.now, host, port, token, config=config, transport=transport, ice_servers=ice_servers,
                            video_bitrate=video_bitrate)  # fmt: skip
     try:

@@ -93,6 +93,11 @@ class Persona(BaseModel):
         """The folder relative paths in the persona are resolved against."""
         return self.source.parent
 
+    @property
+    def looks_at_camera(self) -> bool:
+        """Whether this persona's dialogue takes the webcam's frames (pages ask for the camera only then)."""
+        return dialogue_registry.looks_at_camera(self.dialogue_backend)
+
     def __eq__(self, other: object) -> bool:
         """Personas are compared by identity (field by field would compare portrait arrays, which has no truth value)."""
         return self is other

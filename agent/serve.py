@@ -104,7 +104,8 @@ class SessionServer:
         self._metrics_file: IO[str] | None = metrics_path.open("a", encoding="utf-8") if metrics_path else None
         self.finished: list[tuple[str, str, MetricsLog]] = []  # (session id, persona, turns) of the last sessions
         width, height = options.size
-        config = {"fps": options.fps, "audio_rate": options.audio_rate, "size": [width, height], "personas": self.factory.names}
+        config = {"fps": options.fps, "audio_rate": options.audio_rate, "size": [width, height], "personas": self.factory.names,
+                  "camera": [p.name for p in personas if p.looks_at_camera]}
         busy = f"all seats are taken: {options.max_sessions} conversations are in progress on this server; try again in a moment"
         self.server = BrowserServer(self._run_session, self.clock.now, options.host, options.port, options.token, config=config,
                                     transport=options.transport, ice_servers=options.ice_servers, video_bitrate=options.video_bitrate,

@@ -40,6 +40,12 @@ def options_model(backend: str) -> type[BaseModel]:
     return REGISTRY.options_model(backend)
 
 
+def looks_at_camera(backend: str) -> bool:
+    """Whether the named backend takes the webcam's frames (its module's LOOKS_AT_CAMERA; False where absent), so a
+    page asks for the camera only when someone looks at it."""
+    return bool(getattr(REGISTRY.module(backend), "LOOKS_AT_CAMERA", False))
+
+
 def create_dialogue(backend: str, options: BaseModel | dict[str, Any], setup: DialogueSetup) -> DialogueBackend:
     """Build the named dialogue backend."""
     return REGISTRY.create(backend, options, setup)

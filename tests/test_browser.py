@@ -17,10 +17,12 @@ from browser_harness import CHROMIUM_FLAGS, chromium_path, scripted_server, writ
 from test_conversation import LONG_LINE, speech_span
 from user_speech import GREETING, STOP_PLEASE, user_says
 
+from liveavatar.devices.browser.server import BrowserServer
+
 READ_STATS = """() => { const s = window.__liveavatar; return {state: s.state, received: s.framesReceived, drawn: s.framesDrawn,
   mic: s.micSamplesSent, flushes: s.flushes, generations: s.generations, log: s.log, errors: s.errors, config: s.config,
   transport: s.transport, rtc: s.rtcState, decoded: s.framesDecoded, video: s.video, heard: s.heard, events: s.events,
-  transcript: [...document.querySelectorAll('#transcript p')].map(p => [p.className, p.textContent])}; }"""
+  camera: s.camera, meter: s.heard.length > 0, transcript: [...document.querySelectorAll('#transcript p')].map(p => [p.className, p.textContent])}; }"""
 VIDEO_BRIGHTNESS = """() => { const v = document.getElementById('avatar-video'); const c = document.createElement('canvas');
   c.width = v.videoWidth; c.height = v.videoHeight; const g = c.getContext('2d'); g.drawImage(v, 0, 0);
   const d = g.getImageData(0, 0, c.width, c.height).data; let sum = 0; for (let i = 0; i < d.length; i += 4) sum += d[i + 1];
@@ -42,7 +44,7 @@ def talk_through_the_page(examples: Path, tmp_path: Path, transport: str) -> tup
                 browser = await p.chromium.launch(executable_path=chromium_path(), headless=True,
                                                   args=CHROMIUM_FLAGS + [f"--use-file-for-fake-audio-capture={wav}%noloop"])  # fmt: skip
                 page = await browser.new_page()
-                await page.goto(server.url + "?autostart=1&aec=0")  # the real page keeps echo cancellation on
+                await page.goto(server.url + "?autostart=1&aec=0&meter=1")  # the real page keeps echo cancellation on
                 deadline = time.monotonic() + 40
                 while time.monotonic() < deadline and len(metrics.turns) < 2:
                     await asyncio.sleep(0.5)
@@ -66,6 +68,7 @@ def test_a_spoken_turn_and_a_barge_in_over_webrtc(examples: Path, tmp_path: Path
     first, second = turns
     assert first.interrupted and not second.interrupted
     assert 0 < first.barge_in_latency_s < 0.5
+    assert stats["camera"] is False and stats["meter"], "a scripted agent does not look: the page had no reason to open the camera"
     # Video: the avatar's frames were decoded and shown (the portrait, not a black box).
     assert (width, height) == (256, 256) and brightness > 30
     assert stats["sent"] > 200 and stats["decoded"] > 0.95 * stats["sent"] - 5 and stats["drawn"] > 0, stats["video"]
@@ -105,3 +108,47 @@ def test_a_spoken_turn_and_a_barge_in_over_the_websocket(examples: Path, tmp_pat
     assert 0 < first.barge_in_latency_s < 0.5
     assert ["agent", SECOND_LINE] in stats["transcript"]
     assert any(cls == "agent interrupted" for cls, _ in stats["transcript"])
+
+
+def test_the_camera_is_opened_only_for_an_agent_that_looks(tmp_path: Path) -> None:
+    """Over WebRTC the page opens its camera, and the server receives it, only when the persona picked looks at the
+    person (the server's config names them); a page talking to the others never asks for the camera."""
+    from playwright.async_api import async_playwright
+
+    wav = write_mic_wav(tmp_path / "mic.wav", [], 30.0)
+    received: dict[str, tuple[int, ...] | None] = {}
+
+    async def run_session(session) -> None:  # noqa: ANN001 - a BrowserSession
+        hello = await session.hello
+        deadline = time.monotonic() + 10
+        while session.camera is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        received[hello["persona"]] = None if session.camera is None else session.camera.shape
+        await asyncio.Event().wait()  # until the page leaves
+
+    async def scenario() -> dict[str, bool]:
+        config = {"fps": 25, "audio_rate": 24000, "size": [64, 64], "personas": ["Looks", "Blind"], "camera": ["Looks"]}
+        server = BrowserServer(run_session, time.monotonic, port=0, config=config, max_sessions=2)
+        await server.start()
+        try:
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=chromium_path(), headless=True,
+                                                  args=CHROMIUM_FLAGS + [f"--use-file-for-fake-audio-capture={wav}"])  # fmt: skip
+                pages = {}
+                for name in ("Looks", "Blind"):
+                    pages[name] = await browser.new_page()
+                    await pages[name].goto(f"{server.url}?autostart=1&persona={name}")
+                deadline = time.monotonic() + 30
+                while len(received) < 2 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                opened = {name: await page.evaluate("window.__liveavatar.camera") for name, page in pages.items()}
+                errors = [await page.evaluate("window.__liveavatar.errors") for page in pages.values()]
+                await browser.close()
+        finally:
+            await server.aclose()
+        assert errors == [[], []]
+        return opened
+
+    opened = asyncio.run(scenario())
+    assert opened == {"Looks": True, "Blind": False}
+    assert received["Looks"] == (480, 640, 3) and received["Blind"] is None, received

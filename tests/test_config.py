@@ -155,3 +155,10 @@ def test_check_command_reports_errors_without_a_traceback(folder: Path, examples
     assert failed.returncode == 2
     assert "avatar.backend: unknown backend 'hologram'" in failed.stderr.replace("\n", "")
     assert "Traceback" not in failed.stderr
+
+
+def test_only_a_persona_whose_dialogue_takes_images_looks_at_the_camera(examples: Path) -> None:
+    assert load_persona(examples / "omni" / "nova.yaml").looks_at_camera  # Qwen3-Omni gets the webcam's frame
+    assert not load_persona(examples / "omni" / "nova-realtime.yaml").looks_at_camera  # the realtime API takes audio only
+    assert not load_persona(examples / "nova.yaml").looks_at_camera
+    assert not load_persona(examples / "nova-live.yaml").looks_at_camera

@@ -8,7 +8,9 @@ Page → server (text): JSON objects {"type": "hello" | "played" | "stop", ...}.
 Server → page (binary): FRAME 0x10, header `<BIIiHH` (kind, frame index, jpeg bytes, generation or -1,
   pcm sample rate / 10, reserved), then the JPEG, then PCM16 mono: one video frame and exactly its audio.
 Server → page (text): JSON objects {"type": "config" | "flush" | "state" | "transcript" | "metrics" |
-  "interrupted" | "error", ...}.
+  "interrupted" | "error", ...}. "config" (first, on connect) carries the stream's `fps`, `audio_rate`, `size`,
+  `transport`, `ice_servers`, `personas` (names a page may pick) and `camera`: the personas (by name) whose agents
+  look at the person's camera; a page talking to one of the others does not ask for the camera at all.
 """
 
 from __future__ import annotations

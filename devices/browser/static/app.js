@@ -16,7 +16,7 @@ const MAX_MUTE_MS = 3000;   // WebRTC flush: never stay muted longer than this (
 // Everything a test (or a curious user) may want to read back.
 const stats = (window.__liveavatar = {
   state: "connecting", config: null, transport: null, framesReceived: 0, framesDrawn: 0, flushes: 0, resyncs: 0,
-  micSamplesSent: 0, micRms: 0, cameraSent: 0, generations: {}, log: [], events: [], errors: [],
+  micSamplesSent: 0, micRms: 0, camera: null, cameraSent: 0, generations: {}, log: [], events: [], errors: [],
   wsBytes: 0, rtpBytes: 0, framesDecoded: 0, playoutS: null, rtcState: "new", heard: [], presented: [],
 });
 
@@ -28,9 +28,11 @@ let base = null;            // websocket media: frame `base.index` plays at play
 let scheduled = [];         // websocket media: audio sources not yet finished
 let images = [];            // websocket media: decoded frames waiting for their time
 let muteTurn = 0;           // WebRTC media: counts flushes (each one mutes the voice until its audio has drained)
-let meter = null;           // WebRTC media: measures the voice as it arrives
+let meter = null;           // WebRTC media: measures the voice as it arrives (only when `metered`)
+let persona = null;         // the persona this page talks to (null: the server's first or only one)
 const probe = params.get("probe") === "1";  // benchmarks: read the frame index stamped into each frame's corner
 const record = params.get("record") === "1";  // tests: keep the voice as heard (window.__liveavatarRecording())
+const metered = record || params.get("meter") === "1";  // tests: measure the WebRTC voice as it arrives (stats.heard)
 const recording = [];
 const canvas = document.getElementById("avatar");
 const draw2d = canvas.getContext("2d", { willReadFrequently: probe });
@@ -61,8 +63,15 @@ function connect() {
   ws.onclose = () => { setState("disconnected"); if (pc) pc.close(); };
 }
 
-function hello(persona) {
-  ws.send(JSON.stringify({ type: "hello", sample_rate: 16000, persona: persona || null }));
+function hello(name) {
+  persona = name || null;
+  ws.send(JSON.stringify({ type: "hello", sample_rate: 16000, persona }));
+}
+
+function wantsCamera() {
+  // Only an agent that looks at the person gets the camera (a server that does not say gets it always).
+  if (!Array.isArray(config.camera)) return true;
+  return config.camera.includes(persona || (config.personas || [])[0] || config.name);
 }
 
 // ---------------------------------------------------------------- websocket media: frames with their audio
@@ -111,6 +120,7 @@ function schedule(index, pcm, rate) {
 }
 
 function render() {
+  if (pc) return;  // WebRTC media: the <video> element shows the frames; this loop is for the websocket's
   if (playCtx && images.length) {
     // A frame shows when its audio is heard: the context's clock runs ahead of the speaker by its output latency.
     const now = playCtx.currentTime - (playCtx.outputLatency || playCtx.baseLatency || 0);
@@ -181,7 +191,7 @@ async function startWebRTC(stream) {
   const remote = new MediaStream();
   pc.ontrack = (e) => {
     remote.addTrack(e.track);
-    if (e.track.kind === "audio") { voice.srcObject = remote; voice.play().catch(() => {}); listenTo(remote); }
+    if (e.track.kind === "audio") { voice.srcObject = remote; voice.play().catch(() => {}); if (metered) listenTo(remote); }
     else { avatarVideo.srcObject = remote; avatarVideo.play().catch(() => {}); watchFrames(e.track); }
   };
   pc.onconnectionstatechange = () => {
@@ -203,7 +213,8 @@ async function listenTo(stream) {
   // A meter on the voice as it reaches the page, every 10 ms: [time, level received, level heard (0 while muted)].
   // It sits a few milliseconds behind the <audio> element, which plays the voice (there the browser's echo
   // canceller hears it too: voice played through Web Audio would not be cancelled).
-  if (meter) return;
+  if (playCtx) return;
+  playCtx = new AudioContext({ latencyHint: "interactive" });
   await playCtx.audioWorklet.addModule("capture-worklet.js");
   meter = new AudioWorkletNode(playCtx, "meter", { processorOptions: { record } });
   const silence = playCtx.createGain();
@@ -370,14 +381,14 @@ async function start() {
   const audio = { echoCancellation: aec, noiseSuppression: aec, autoGainControl: aec, channelCount: 1 };
   let stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio, video: { width: 640, height: 480 } });
+    stream = await navigator.mediaDevices.getUserMedia({ audio, video: wantsCamera() && { width: 640, height: 480 } });
   } catch (e) {
     try { stream = await navigator.mediaDevices.getUserMedia({ audio }); }
     catch (e2) { showError("no microphone: " + e2.message); return; }
   }
+  stats.camera = stream.getVideoTracks().length > 0;
   if (stats.transport === "webrtc") {
-    playCtx = new AudioContext({ latencyHint: "interactive" });
-    document.getElementById("camera").srcObject = stream.getVideoTracks().length ? stream : null;
+    document.getElementById("camera").srcObject = stats.camera ? stream : null;
     await startWebRTC(stream);
     return;
   }
@@ -430,9 +441,9 @@ function sendCamera(video) {
 }
 
 setInterval(async () => {  // tell the server what is playing (for its playback-position bookkeeping)
-  if (!ws || ws.readyState !== WebSocket.OPEN || !playCtx) return;
+  if (!ws || ws.readyState !== WebSocket.OPEN || !(playCtx || pc)) return;
   if (pc) await readRtcStats().catch(() => {});
-  ws.send(JSON.stringify({ type: "played", scheduled: scheduled.length, time: playCtx.currentTime, playout_s: stats.playoutS }));
+  ws.send(JSON.stringify({ type: "played", scheduled: scheduled.length, time: playCtx ? playCtx.currentTime : null, playout_s: stats.playoutS }));
 }, STATS_EVERY_MS);
 
 document.getElementById("start").onclick = start;
