@@ -42,6 +42,7 @@ from liveavatar.devices.browser.server import BrowserSession
 from liveavatar.devices.browser.webrtc import VIDEO_CLOCK
 from liveavatar.devices.sink import FrameSink
 from liveavatar.media import AVFrame
+from liveavatar.testing.lossy_link import Link, lossy_link
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -59,6 +60,7 @@ SETTLE_S = 6.0
 WINDOW_S = 60.0
 LATE_S = 0.1
 MISSING_MAX = 0.01
+FAR_LINK = Link(loss=0.02, delay_s=0.05, jitter_s=0.01)  # a page on another continent's Wi-Fi, roughly
 STAMP_CELL = 16
 STAMP_BITS = 16
 READ_PAGE = """() => { const s = window.__liveavatar; return {presented: s.presented, drawn: s.framesDrawn, wsBytes: s.wsBytes, rtpBytes: s.rtpBytes,
@@ -301,8 +303,9 @@ def _bench_persona(path: Path) -> Persona:
 
 
 async def _capacity(out: IO[str], label: str, path: Path, counts: list[int], wav: Path, size: int, transport: str,
-                    response_goal_s: float | None = None) -> dict[int, dict[str, Any]]:  # fmt: skip
-    """Runs with 1, 2, ... sessions until one (beyond 2) is not held; a line per run and one for the most held."""
+                    response_goal_s: float | None = None, **context: object) -> dict[int, dict[str, Any]]:  # fmt: skip
+    """Runs with 1, 2, ... sessions until one (beyond 2) is not held; a line per run (with `context`) and one for the
+    most held."""
     persona = _bench_persona(path)
     server = BenchServer([persona], ServeOptions(port=0, max_sessions=max(counts), transport=transport, size=(size, size)))
     await server.start()
@@ -317,7 +320,7 @@ async def _capacity(out: IO[str], label: str, path: Path, counts: list[int], wav
             emit(out, f"serve_{label}_sessions", count, "sessions", transport=transport, size=[size, size], **figures,
                  cpu_cores_per_session=round(usage["cpu_cores"] / count, 3), rss_mb_per_session=round(usage["rss_mb_above_idle"] / count, 1),
                  browser_cpu_cores_per_tab=round(usage["browser_cpu_cores"] / count, 3),
-                 load_before=[round(x, 2) for x in load_before], load_after=[round(x, 2) for x in os.getloadavg()])  # fmt: skip
+                 load_before=[round(x, 2) for x in load_before], load_after=[round(x, 2) for x in os.getloadavg()], **context)  # fmt: skip
             if not held and count >= 2:  # 1 and 2 sessions are always measured (response latency at each)
                 break
     finally:
@@ -328,7 +331,7 @@ async def _capacity(out: IO[str], label: str, path: Path, counts: list[int], wav
             break
         best = count
     emit(out, f"serve_{label}_sessions_held", best, "sessions", transport=transport, window_s=WINDOW_S, late_limit_s=LATE_S,
-         response_goal_s=response_goal_s)  # fmt: skip
+         response_goal_s=response_goal_s, **context)  # fmt: skip
     return runs
 
 
@@ -346,6 +349,9 @@ def bench_serve(out: IO[str], size: int = 512, max_scripted: int = 6, max_cascad
         asyncio.run(_capacity(out, "cascade", EXAMPLES / "nova-live.yaml", list(range(1, max_cascade + 1)), wav, size, "webrtc",
                               response_goal_s=1.0))  # fmt: skip
         websocket = asyncio.run(_capacity(out, "scripted_websocket", EXAMPLES / "nova.yaml", [1], wav, size, "websocket"))
+        with lossy_link(FAR_LINK) as link:  # one page far away: its packets late and some lost (testing/lossy_link.py)
+            asyncio.run(_capacity(out, "scripted_far", EXAMPLES / "nova.yaml", [1], wav, size, "webrtc", link=FAR_LINK.describe()))
+        emit(out, "serve_far_link_lost", link.dropped / max(link.sent, 1), "share", packets=link.sent, dropped=link.dropped, **FAR_LINK.describe())
     rtc, ws = scripted.get(1), websocket.get(1)
     if rtc and ws:
         rtc_bps, ws_bps = rtc["bytes_per_s"][0], ws["bytes_per_s"][0]

@@ -245,3 +245,17 @@ def test_an_offer_to_a_websocket_server_is_refused(examples: Path) -> None:
                 return await next_event(ws, "error")
 
     assert "--transport websocket" in asyncio.run(scenario())["message"]
+
+
+def test_the_emulated_far_link_checks_its_settings_and_leaves_aiortc_as_it_was() -> None:
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    from liveavatar.testing.lossy_link import Link, lossy_link
+
+    for bad in ({"loss": 1.0}, {"loss": -0.1}, {"delay_s": -1.0}, {"delay_s": 0.01, "jitter_s": 0.02}):
+        with pytest.raises(ValueError, match="expected 0 <= loss < 1"):
+            Link(**bad)
+    send = RTCDtlsTransport._send_rtp
+    with lossy_link(Link()):
+        assert RTCDtlsTransport._send_rtp is not send
+    assert RTCDtlsTransport._send_rtp is send
