@@ -237,24 +237,39 @@ function watchFrames(track) {
 }
 
 async function readDecodedStamps(track) {
-  // Each decoded frame's index (stamped by liveavatar.testing.serve_bench), read from its luma, with when it arrived.
-  const reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
-  const rect = { x: 0, y: 0, width: 256, height: 16 };
-  for (;;) {
-    const { value: frame, done } = await reader.read();
-    if (done) return;
-    const at = performance.timeOrigin + performance.now();
+  // Each decoded frame's index (stamped by liveavatar.testing.serve_bench), read with when it arrived, in a worker of
+  // its own: on this page's thread a stats poll or a garbage collection would delay the reading, not the frame.
+  const { readable } = new MediaStreamTrackProcessor({ track });
+  const worker = new Worker(URL.createObjectURL(new Blob([`(${stampReader})()`], { type: "text/javascript" })));
+  worker.onmessage = (e) => (typeof e.data === "string" ? stats.errors.push(`probe: ${e.data}`) : notePresented(...e.data));
+  worker.postMessage(readable, [readable]);
+}
+
+function stampReader() {
+  // Runs in the probe's worker: posts [index, wall-clock ms] for each frame out of the decoder.
+  onmessage = async (e) => {
+    const reader = e.data.getReader();
+    const rect = { x: 0, y: 0, width: 256, height: 16 };
     try {
-      const corner = new Uint8Array(frame.allocationSize({ rect }));
-      const [luma] = await frame.copyTo(corner, { rect });
-      const row = luma.offset + 8 * luma.stride;
-      let index = 0;
-      for (let bit = 0; bit < 16; bit++) if (corner[row + bit * 16 + 8] > 128) index |= 1 << bit;
-      notePresented(index, at);
-    } finally {
-      frame.close();
+      for (;;) {
+        const { value: frame, done } = await reader.read();
+        if (done) return;
+        const at = performance.timeOrigin + performance.now();
+        try {
+          const corner = new Uint8Array(frame.allocationSize({ rect }));
+          const [luma] = await frame.copyTo(corner, { rect });
+          const row = luma.offset + 8 * luma.stride;
+          let index = 0;
+          for (let bit = 0; bit < 16; bit++) if (corner[row + bit * 16 + 8] > 128) index |= 1 << bit;
+          postMessage([index, at]);
+        } finally {
+          frame.close();
+        }
+      }
+    } catch (error) {
+      postMessage(String(error));
     }
-  }
+  };
 }
 
 async function readRtcStats() {
