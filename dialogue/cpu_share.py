@@ -1,4 +1,4 @@
-"""How much of the machine is in use, so the local LLM and the voice can work with fewer threads on a busy one.
+"""How much of the machine other processes are using, so the local LLM can write with fewer threads on a busy one.
 
 llama.cpp's threads wait for each other many times per token. On a machine whose cores are all taken, a thread that
 waits for one the kernel has parked loses the rest of its time slice: with one of two cores busy elsewhere, two
@@ -24,18 +24,17 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-class MachineCPU:
-    """Cores busy on this machine on average since the last reading (Linux only): taken by other processes (and the
-    hypervisor), `others()`, or by everything, this process included, `busy()`."""
+class OtherProcessesCPU:
+    """Cores that other processes (and the hypervisor) took, on average since the last reading (Linux only)."""
 
     def __init__(self, min_window_s: float = 0.5, proc: Path = Path("/proc")) -> None:
         self.min_window_s = min_window_s
-        """A reading sooner than this after the last one (seconds) repeats the last figures instead of measuring (the
+        """A reading sooner than this after the last one (seconds) repeats the last figure instead of measuring (the
         first reading needs only FIRST_WINDOW_S since the object was made)."""
         self._proc = proc
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._last = self._sample()
-        self._figures: tuple[float, float] | None = None  # (others, everything) as of the last reading
+        self._cores: float | None = None
 
     def _sample(self) -> tuple[float, int, int] | None:
         """(monotonic time, busy ticks of the whole machine, ticks of this process), or None where /proc is not there."""
@@ -46,26 +45,17 @@ class MachineCPU:
         except (OSError, IndexError, ValueError):
             return None
 
-    def _read(self) -> tuple[float, float] | None:
+    def cores(self) -> float | None:
+        """Cores used by everything but this process since the last reading (0 = idle); None when not known."""
         if self._last is None:
             return None
         elapsed = time.monotonic() - self._last[0]
-        if elapsed < (self.min_window_s if self._figures is not None else FIRST_WINDOW_S):
-            return self._figures
+        if elapsed < (self.min_window_s if self._cores is not None else FIRST_WINDOW_S):
+            return self._cores
         now = self._sample()
         if now is None:
             return None
-        seconds, machine = now[0] - self._last[0], (now[1] - self._last[1]) / self._ticks
-        others = machine - (now[2] - self._last[2]) / self._ticks
-        self._last, self._figures = now, (max(0.0, others / seconds), max(0.0, machine / seconds))
-        return self._figures
-
-    def others(self) -> float | None:
-        """Cores used by everything but this process since the last reading (0 = idle); None when not known."""
-        figures = self._read()
-        return None if figures is None else figures[0]
-
-    def busy(self) -> float | None:
-        """Cores used by every process, this one included, since the last reading; None when not known."""
-        figures = self._read()
-        return None if figures is None else figures[1]
+        seconds = now[0] - self._last[0]
+        others = ((now[1] - self._last[1]) - (now[2] - self._last[2])) / self._ticks
+        self._last, self._cores = now, max(0.0, others / seconds)
+        return self._cores

@@ -18,7 +18,7 @@ import numpy as np
 
 from liveavatar.dialogue.asr import closing_tokens, probability_of
 from liveavatar.dialogue.base import DialogueError
-from liveavatar.dialogue.cpu_share import MachineCPU, usable_cores
+from liveavatar.dialogue.cpu_share import OtherProcessesCPU, usable_cores
 from liveavatar.dialogue.sse import SseDecoder
 from liveavatar.media.packaged import INSTALL_HINT, package_dir
 
@@ -80,9 +80,9 @@ class LocalLLM:
         self.max_threads = threads
         """Threads llama.cpp writes with on an idle machine; one while other processes keep the cores busy (`threads_now`)."""
         self.threads_now = threads
-        """Threads the last call used: one where the cores left by other processes (MachineCPU) are fewer than
+        """Threads the last call used: one where the cores left by other processes (OtherProcessesCPU) are fewer than
         `max_threads` (rounded), else `max_threads`."""
-        self._machine = MachineCPU() if fit_threads else None  # None: always `threads` (benchmarks compare counts)
+        self._others = OtherProcessesCPU() if fit_threads else None  # None: always `threads` (benchmarks compare counts)
         self._cores = usable_cores()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")  # the only thread that calls llama.cpp
         self._writing = 0  # replies submitted and not yet finished (background reading waits for none of them)
@@ -137,11 +137,11 @@ class LocalLLM:
 
     def _fit_threads(self) -> None:
         """On the model's thread: as many threads as the machine has cores to spare, at most `max_threads`, at least 1."""
-        if self._machine is None:
+        if self._others is None:
             return
         from llama_cpp import llama_set_n_threads
 
-        others = self._machine.others()
+        others = self._others.cores()
         spare = self._cores if others is None else int(self._cores - others + 0.5)
         wanted = max(1, min(self.max_threads, spare))
         if wanted != self.threads_now:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from liveavatar.agent.config import load_persona
-from liveavatar.dialogue.cpu_share import MachineCPU, usable_cores
 from liveavatar.dialogue.speech import shaping
 from liveavatar.dialogue.speech.piper_tts import (FIRST_PART_S, PART_SEEK_S, SOUND_LEAD_S, PiperTTS, VoiceNotFound, first_sound, load_voice,
                                                   voice_files)  # fmt: skip
@@ -170,33 +169,6 @@ def test_the_voice_speaks_as_piper_loads_it_on_a_runtime_that_does_not_spin() ->
         assert len(a.phoneme_alignments) > 5
     # Its worker sleeps between operators: spinning cost 12 % more CPU per sentence and kept a core busy after each one
     assert ours.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
-
-
-class Machine(MachineCPU):
-    """A machine whose cores are as busy as the test says."""
-
-    def __init__(self, busy: float) -> None:
-        self.figure = busy
-
-    def busy(self) -> float | None:
-        return self.figure
-
-
-def test_a_busy_machine_gets_the_voice_on_one_thread_saying_the_same() -> None:
-    cores = usable_cores()
-    machine = Machine(busy=0.0)
-    tts = PiperTTS(VoiceOptions(variation=False), machine=machine)
-    idle = [c.pcm for c in tts.synthesize("Hello there. How are you?")]
-    assert tts.threads_used == cores
-    machine.figure = cores - 0.5  # half a core idle: a second thread would mostly wait
-    busy = [c.pcm for c in tts.synthesize("Hello there. How are you?")]
-    assert tts.threads_used == 1
-    assert [len(p) for p in busy] == [len(p) for p in idle] and len(idle) == 2
-    for a, b in zip(idle, busy):  # the same speech: only the order of a few float sums may differ
-        assert np.max(np.abs(a - b)) < 1e-3
-    machine.figure = None  # not known (no /proc): all cores
-    tts.synthesize("Hi.").__next__()
-    assert tts.threads_used == cores
 
 
 def test_unknown_voice_file_is_named(tmp_path: Path) -> None:

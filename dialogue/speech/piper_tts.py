@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from liveavatar.dialogue.cpu_share import MachineCPU, usable_cores
 from liveavatar.dialogue.speech.sentences import bounded_pieces
 from liveavatar.dialogue.speech.shaping import shape_voice_parts
 from liveavatar.dialogue.speech.voice import BUNDLED_VOICES, VoiceOptions
@@ -27,7 +26,6 @@ SOUND_LEAD_S = 0.01  # silence kept before the first sound when a piece starts a
 FIRST_PART_S = 0.3  # a reply's first sentence, shaped: seconds of sound in its first part (the rest is shaped meanwhile)
 LIMIT_KNEE = 0.9  # a part that peaks above the voice's volume is bent down from this fraction of it (soft_limit)
 PART_SEEK_S = 0.08  # a part's cut moves by up to this (seconds) to the quietest 10 ms around it
-SPARE_FOR_THREADS = 1.0  # cores left idle (on average since the last reply) below which the voice runs on one thread
 
 
 def part_cuts(pcm: np.ndarray, rate: int, sound: int) -> list[int]:
@@ -95,12 +93,12 @@ def voice_files(model: str, base_dir: Path | None = None) -> tuple[Path, Path]:
     return path, config
 
 
-@functools.lru_cache(maxsize=8)
-def load_voice(model: Path, config: Path, threads: int = 0):  # noqa: ANN202 - piper's own type
-    """Load a Piper voice once per process and thread count (read-only, shared by every persona that uses it), with
-    its phoneme alignments, on an onnxruntime session of `threads` threads (0: one per core) whose workers sleep
-    between operators instead of spinning: as fast (first audio 0.113 against 0.110 s) for 12 % less CPU, and no
-    core kept busy after each sentence (0.05 cores a served conversation)."""
+@functools.lru_cache(maxsize=4)
+def load_voice(model: Path, config: Path):  # noqa: ANN202 - piper's own type
+    """Load a Piper voice once per process (read-only, shared by every persona that uses it), with its phoneme
+    alignments, on an onnxruntime session whose worker sleeps between operators instead of spinning: as fast (first
+    audio 0.113 against 0.110 s) for 12 % less CPU, and no core kept busy after each sentence (0.05 cores a served
+    conversation)."""
     import onnx
     import onnxruntime as ort
     from piper import PiperConfig, PiperVoice
@@ -111,38 +109,18 @@ def load_voice(model: Path, config: Path, threads: int = 0):  # noqa: ANN202 - p
         add_alignment_output(graph)
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.intra_op_num_threads = threads
     session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8"))))
 
 
 class PiperTTS:
-    """Synthesizes text with a persona's voice; `stream()` yields one AudioChunk per sentence.
+    """Synthesizes text with a persona's voice; `stream()` yields one AudioChunk per sentence."""
 
-    Each reply is spoken on all cores while one is idle and on one thread while the machine is busy (a server full of
-    conversations): there a second thread mostly waits for the first to be scheduled, and two threads cost a fifth
-    more CPU than one for the same speech (0.675 against 0.539 s for twelve sentences on 2 cores; README).
-    """
-
-    def __init__(self, options: VoiceOptions, base_dir: Path | None = None, executor: Executor | None = None,
-                 machine: MachineCPU | None = None) -> None:  # fmt: skip
+    def __init__(self, options: VoiceOptions, base_dir: Path | None = None, executor: Executor | None = None) -> None:
         self.options = options
         self.executor = executor  # where synthesis runs (None: the event loop's default executor)
-        files = voice_files(options.model, base_dir)
-        self._voice = load_voice(*files)
-        self._lone_voice = load_voice(*files, threads=1) if usable_cores() > 1 else self._voice
-        self._cores = usable_cores()
-        self._machine = machine or MachineCPU()  # how busy the machine was since the last reply
-        self.threads_used = self._cores
-        """Threads the last reply was spoken with: 1 where fewer than SPARE_FOR_THREADS cores were idle, else all."""
+        self._voice = load_voice(*voice_files(options.model, base_dir))
         self.rate: int = self._voice.config.sample_rate
-
-    def _voice_now(self):  # noqa: ANN202 - piper's own type
-        """The voice on all cores, or on one thread while the machine has less than SPARE_FOR_THREADS cores idle."""
-        busy = self._machine.busy()
-        lone = busy is not None and self._cores - busy < SPARE_FOR_THREADS
-        self.threads_used = 1 if lone else self._cores
-        return self._lone_voice if lone else self._voice
 
     def synthesize(self, text: str, stop: threading.Event | None = None, from_first_sound: bool = False) -> Iterator[AudioChunk]:
         """Blocking: sentence chunks of `text` (pts from 0), stopping early when `stop` is set; text too long for
@@ -155,8 +133,7 @@ class PiperTTS:
         still = {} if self.options.variation else {"noise_scale": 0.0, "noise_w_scale": 0.0}
         cfg = SynthesisConfig(length_scale=1.0 / self.options.speaking_rate, normalize_audio=True, **still)
         pts = 0.0
-        voice = self._voice_now()
-        sentences = (s for piece in bounded_pieces(text) for s in voice.synthesize(piece, syn_config=cfg, include_alignments=True))
+        sentences = (s for piece in bounded_pieces(text) for s in self._voice.synthesize(piece, syn_config=cfg, include_alignments=True))
         for index, sentence in enumerate(sentences):
             if stop is not None and stop.is_set():
                 return
