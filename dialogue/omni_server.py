@@ -45,6 +45,7 @@ from liveavatar.dialogue.registry import DialogueSetup
 from liveavatar.dialogue.sse import SseDecoder, SseEvent
 
 LOOKS_AT_CAMERA = True  # the newest user turn carries the webcam's latest frame (see dialogue.registry.looks_at_camera)
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
