@@ -17,6 +17,7 @@ from browser_harness import CHROMIUM_FLAGS, chromium_path, scripted_server, writ
 from test_conversation import LONG_LINE, speech_span
 from user_speech import GREETING, STOP_PLEASE, user_says
 
+from liveavatar.agent.metrics import MetricsLog
 from liveavatar.devices.browser.server import BrowserServer
 from liveavatar.testing.lossy_link import Link, lossy_link
 
@@ -33,34 +34,42 @@ SECOND_LINE = "Sure. Something else, then."
 
 def talk_through_the_page(examples: Path, tmp_path: Path, transport: str) -> tuple[dict, list, list, list]:
     """Say hello, then barge in on the long answer; returns (page stats, turns, server events, video probe)."""
-    from playwright.async_api import async_playwright
-
     hello, stop = user_says(GREETING), user_says(STOP_PLEASE)
     barge_at = 1.0 + len(hello) / 16000 + 4.0  # well into the long answer
     wav = write_mic_wav(tmp_path / "mic.wav", [(1.0, hello), (barge_at, stop)], barge_at + len(stop) / 16000 + 8.0)
 
     async def scenario():
         async with scripted_server(examples, [LONG_LINE, SECOND_LINE], transport=transport) as (server, agent, metrics, events):
-            async with async_playwright() as p:
-                browser = await p.chromium.launch(executable_path=chromium_path(), headless=True,
-                                                  args=CHROMIUM_FLAGS + [f"--use-file-for-fake-audio-capture={wav}%noloop"])  # fmt: skip
-                page = await browser.new_page()
-                await page.goto(server.url + "?autostart=1&aec=0&meter=1")  # the real page keeps echo cancellation on
-                deadline = time.monotonic() + 40
-                while time.monotonic() < deadline and len(metrics.turns) < 2:
-                    await asyncio.sleep(0.5)
-                await asyncio.sleep(2.0)  # let the second answer play
-                sent = server.sessions[0].rtc.video.sent if transport == "webrtc" else 0
-                await page.evaluate("window.__liveavatarReadRtcStats()")  # decoded as of now, not the last 500 ms poll
-                stats = await page.evaluate(READ_STATS)
-                video = []
-                if transport == "webrtc":
-                    stats["sent"] = sent
-                    video = await page.evaluate(VIDEO_BRIGHTNESS)
-                await browser.close()
+            stats, video = await visit(server, metrics, wav, turns=2, then_s=2.0)  # then: let the second answer play
             return stats, list(metrics.turns), events, video
 
     return asyncio.run(scenario())
+
+
+async def visit(server: BrowserServer, metrics: MetricsLog, wav: Path, turns: int, then_s: float) -> tuple[dict, list]:
+    """One tab whose microphone is `wav`, open until the server has had `turns` turns (40 s at most) and `then_s`
+    more; returns the page's stats (over WebRTC with the frames the server sent, "sent") and, over WebRTC, the
+    video's [width, height, mean brightness]."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_path(), headless=True,
+                                          args=CHROMIUM_FLAGS + [f"--use-file-for-fake-audio-capture={wav}%noloop"])  # fmt: skip
+        page = await browser.new_page()
+        await page.goto(server.url + "?autostart=1&aec=0&meter=1")  # the real page keeps echo cancellation on
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and len(metrics.turns) < turns:
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(then_s)
+        rtc = server.sessions[0].rtc
+        await page.evaluate("window.__liveavatarReadRtcStats()")  # decoded as of now, not the last 500 ms poll
+        stats = await page.evaluate(READ_STATS)
+        video = []
+        if rtc is not None:
+            stats["sent"] = rtc.video.sent
+            video = await page.evaluate(VIDEO_BRIGHTNESS)
+        await browser.close()
+    return stats, video
 
 
 def test_a_spoken_turn_and_a_barge_in_over_webrtc(examples: Path, tmp_path: Path) -> None:
@@ -158,30 +167,16 @@ def test_the_camera_is_opened_only_for_an_agent_that_looks(tmp_path: Path) -> No
 def test_a_page_far_away_on_a_lossy_link_still_sees_and_hears_the_avatar(examples: Path, tmp_path: Path) -> None:
     """The avatar's packets reach the page 80 ± 20 ms late and 3 % never arrive: the page asks again for lost video
     (NACK, answered from aiortc's history), decodes nearly every frame, and hears the voice with little concealed."""
-    from playwright.async_api import async_playwright
+    wav = write_mic_wav(tmp_path / "mic.wav", [(1.0, user_says(GREETING))], 20.0)
 
-    hello = user_says(GREETING)
-    wav = write_mic_wav(tmp_path / "mic.wav", [(1.0, hello)], 20.0)
-
-    async def scenario() -> tuple[dict, int, int, int]:
+    async def scenario() -> tuple[dict, int, int]:
         with lossy_link(Link(loss=0.03, delay_s=0.08, jitter_s=0.02), seed=7) as link:
             async with scripted_server(examples, [LONG_LINE]) as (server, agent, metrics, events):
-                async with async_playwright() as p:
-                    browser = await p.chromium.launch(executable_path=chromium_path(), headless=True,
-                                                      args=CHROMIUM_FLAGS + [f"--use-file-for-fake-audio-capture={wav}%noloop"])  # fmt: skip
-                    page = await browser.new_page()
-                    await page.goto(server.url + "?autostart=1&aec=0&meter=1")
-                    deadline = time.monotonic() + 40
-                    while time.monotonic() < deadline and not metrics.turns:
-                        await asyncio.sleep(0.5)
-                    await asyncio.sleep(1.0)
-                    sent = server.sessions[0].rtc.video.sent
-                    await page.evaluate("window.__liveavatarReadRtcStats()")
-                    stats = await page.evaluate(READ_STATS)
-                    await browser.close()
-            return stats, sent, link.sent, link.dropped
+                stats, _ = await visit(server, metrics, wav, turns=1, then_s=1.0)
+            return stats, link.sent, link.dropped
 
-    stats, sent, on_link, dropped = asyncio.run(scenario())
+    stats, on_link, dropped = asyncio.run(scenario())
+    sent = stats["sent"]
     assert stats["errors"] == [] and stats["rtc"] == "connected"
     assert on_link > 500 and 0.015 < dropped / on_link < 0.05, (on_link, dropped)  # the link was in the way
     video = stats["video"]
