@@ -79,6 +79,10 @@ class SileroVAD:
         self._context = x[0, -CONTEXT:]
         return float(prob.reshape(-1)[0])
 
+    def windows_completed_by(self, samples: int) -> int:
+        """How many windows feeding `samples` more samples would complete (and so run the model)."""
+        return (len(self._pending) + samples) // WINDOW
+
     def feed(self, pcm: np.ndarray) -> list[VADWindow]:
         """Append 16 kHz samples; returns the windows completed by them."""
         self._pending = np.concatenate([self._pending, np.asarray(pcm, np.float32)])
