@@ -18,7 +18,7 @@ from liveavatar.agent.agents import Agent, build_agent
 from liveavatar.agent.clock import Clock
 from liveavatar.agent.config import ConfigError, Persona
 from liveavatar.agent.conversation import Conversation
-from liveavatar.agent.memory import release_freed_memory, settle_allocator
+from liveavatar.agent.memory import freeze_loaded_objects, release_freed_memory, settle_allocator, thaw_loaded_objects
 from liveavatar.agent.metrics import MetricsLog
 from liveavatar.agent.scheduler import ComputeScheduler
 from liveavatar.devices.browser.server import BrowserServer, BrowserSession, Transport
@@ -117,6 +117,7 @@ class SessionServer:
         settle_allocator()
         self.scheduler.install(asyncio.get_running_loop())
         await self.factory.load()
+        freeze_loaded_objects()
         await self.server.start()
 
     async def aclose(self) -> None:
@@ -124,6 +125,7 @@ class SessionServer:
         await self.server.aclose()
         await asyncio.gather(*self._releasing, return_exceptions=True)
         await self.scheduler.aclose()
+        thaw_loaded_objects()
         if self._metrics_file is not None:
             self._metrics_file.close()
 
