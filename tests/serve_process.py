@@ -23,7 +23,8 @@ SESSION_PARTS = ("BrowserSession", "WebRTCMedia", "RTCPeerConnection", "Conversa
 
 def snapshot() -> dict:
     """Tasks, threads (pool threads counted apart), live objects of a session's parts, file descriptors, child processes,
-    memory (RSS; and, once tracing, what Python allocated since and still holds)."""
+    memory (RSS; and, once tracing, what Python allocated since and still holds), and the objects the cyclic collector
+    keeps frozen and those a full collection walks."""
     import psutil
 
     gc.collect()
@@ -36,7 +37,7 @@ def snapshot() -> dict:
     return {"tasks": sorted(t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()), "live": live,
             "threads": sorted(n for n in threads if not n.startswith(POOLS)), "pool_threads": sum(n.startswith(POOLS) for n in threads),
             "os_threads": me.num_threads(), "fds": len(os.listdir("/proc/self/fd")), "children": len(me.children(recursive=True)),
-            "rss_mb": me.memory_info().rss / 2**20,
+            "rss_mb": me.memory_info().rss / 2**20, "gc_frozen": gc.get_freeze_count(), "gc_swept": len(gc.get_objects()),
             "python_held_mb": tracemalloc.get_traced_memory()[0] / 2**20 if tracemalloc.is_tracing() else None}  # fmt: skip
 
 
