@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import itertools
 import json
 from collections.abc import Callable
@@ -117,6 +118,8 @@ class SessionServer:
         settle_allocator()
         self.scheduler.install(asyncio.get_running_loop())
         await self.factory.load()
+        if self.options.transport == "webrtc":  # imported now, its 15,000 objects are frozen with the models
+            importlib.import_module("liveavatar.devices.browser.webrtc")
         freeze_loaded_objects()
         await self.server.start()
 

@@ -162,7 +162,7 @@ def test_sessions_that_come_and_go_leave_nothing_behind(examples: Path, tmp_path
     assert end["pool_threads"] <= 64 + 2 * at_once + 4 + 1  # the two pools' caps, and asyncio's
     assert end["os_threads"] - end["pool_threads"] <= warm["os_threads"] - warm["pool_threads"]  # libraries' own threads too
     assert end["fds"] <= warm["fds"] and end["children"] == warm["children"] == 0
-    assert warm["gc_frozen"] > 2 * warm["gc_swept"]  # what was loaded before the first page is out of the collector's full sweeps
+    assert warm["gc_frozen"] > 10 * warm["gc_swept"]  # what was loaded before the first page (and aiortc) is out of full sweeps
     # What Python allocated over the last 50 sessions and still holds: 0.2 MiB measured over 90 sessions. A session that
     # kept 40 KiB (a transcript, a second of audio, a frame) would hold 2 MiB here.
     assert end["python_held_mb"] < 2, f"Python holds {end['python_held_mb']:.1f} MiB allocated over the last 50 sessions"
