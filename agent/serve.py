@@ -120,8 +120,8 @@ class SessionServer:
         await self.factory.load()
         if self.options.transport == "webrtc":  # imported now, its 15,000 objects are frozen with the models
             importlib.import_module("liveavatar.devices.browser.webrtc")
-        freeze_loaded_objects()
         await self.server.start()
+        freeze_loaded_objects()  # once started: a server that could not start leaves nothing frozen
 
     async def aclose(self) -> None:
         """End every session, stop listening, stop the worker threads."""

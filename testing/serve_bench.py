@@ -78,7 +78,7 @@ def emit(out: IO[str], name: str, value: float | None, unit: str, **context: obj
 def stamp(image: np.ndarray, index: int) -> np.ndarray:
     """`image` with `index` written into its top-left corner (in place): STAMP_BITS cells of STAMP_CELL pixels, white
     for 1. In place because the avatars render every frame into a fresh image; a copy of a 512² frame costs 0.4 ms on
-    the event loop (a fresh mapping above the server's mmap threshold), 4 % of a session's frame budget."""
+    the event loop (a fresh mapping above the server's 128 KiB mmap threshold)."""
     for bit in range(STAMP_BITS):
         image[:STAMP_CELL, bit * STAMP_CELL : (bit + 1) * STAMP_CELL] = 255 if index >> bit & 1 else 0
     return image
