@@ -16,6 +16,10 @@ beside, not judged). From that:
   the frame, encoded, went to aiortc to be sent: how late frames were sent (lateness as above, at the server) and
   the delay from sent to presented (the network and the browser).
 - bytes per second the page received (RTP with headers, plus the websocket).
+- held as sent: whether the server sent every frame of the window (shown or not) no more than 100 ms late, with
+  fewer than 1 % skipped and no page reporting an error. The `scripted_server_side` runs judge by this alone, with
+  the tabs given the lowest CPU weight (`yield_cpu_to_server`): the pages stand in for pages on other machines,
+  which this 2-core machine, shared with its own tabs, cannot show in time at every count the server sends.
 - per session: the server's CPU (this process: the bench's Chromium driver is another process) and memory above
   the idle server, and the response latency of each turn (end of the person's speech to the first frame with the
   reply's voice leaving the server); per tab: the CPU of the Chromium processes (they share the 2 cores).
@@ -133,11 +137,17 @@ class PageResult:
 
     presented: list[tuple[int, float]]  # (frame index, ready to show at: wall seconds)
     left: dict[int, float]
-    sent: dict[int, float]  # WebRTC: when each frame, encoded, went to aiortc
+    sent: dict[int, float]  # WebRTC: when each frame, encoded, went to aiortc (the whole run, in sending order)
     bytes_per_s: float
     drawn_per_s: float  # frames the page's canvas drew (websocket) or its video element presented (WebRTC)
     errors: list[str]
     responses: list[float] = field(default_factory=list)
+    window: tuple[float, float] = (0.0, 0.0)  # the measured window at the page (wall seconds)
+
+    def sent_in_window(self) -> list[tuple[int, float]]:
+        """(frame index, sent at) for every frame the server sent within the window, presented or not."""
+        start, stop = self.window
+        return [(index, at) for index, at in self.sent.items() if start <= at <= stop]
 
 
 def lateness(presented: list[tuple[int, float]], fps: float) -> tuple[np.ndarray, int]:
@@ -181,6 +191,25 @@ def browser_cpu(process: Any) -> float:
     return total
 
 
+def yield_cpu_to_server(process: Any) -> int:
+    """Give the Chromium processes started under `process` (a psutil.Process) the lowest CPU weight there is, so that
+    the server runs first whenever both want a core; returns how many processes were set (0: not possible here).
+
+    Linux schedules each session's processes as one group (autogroup) against the others, so `nice` on a tab's
+    process weighs only against its own browser's other processes; the group's own weight is set through
+    /proc/PID/autogroup (raising it needs no privilege). The pages then stand in for pages on other machines: what
+    is measured is whether the server sends its frames on time, not whether this machine can also show them."""
+    import psutil
+
+    done = 0
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error, OSError):
+            if "chrom" in child.name():
+                Path(f"/proc/{child.pid}/autogroup").write_text("19")
+                done += 1
+    return done
+
+
 def question_wav(path: Path, seconds: float) -> Path:
     """The person: a question every QUESTION_EVERY_S seconds (Piper, a lower voice), 16-bit 16 kHz.
 
@@ -210,8 +239,11 @@ def _speak_questions(path: Path, seconds: float) -> Path:
     return path
 
 
-async def run_pages(server: ProbeServer, count: int, persona: str, wav: Path) -> tuple[list[PageResult], dict[str, float]]:
-    """`count` tabs talking with `persona` for SETTLE_S + WINDOW_S; returns each tab's result and the server's load."""
+async def run_pages(server: ProbeServer, count: int, persona: str, wav: Path,
+                    pages_yield: bool = False) -> tuple[list[PageResult], dict[str, float]]:  # fmt: skip
+    """`count` tabs talking with `persona` for SETTLE_S + WINDOW_S; returns each tab's result and the server's load.
+    `pages_yield`: the tabs get the CPU only when the server does not want it (`yield_cpu_to_server`; an error when
+    this machine cannot do that)."""
     import psutil
     from playwright.async_api import async_playwright
 
@@ -227,6 +259,8 @@ async def run_pages(server: ProbeServer, count: int, persona: str, wav: Path) ->
             page = await context.new_page()
             await page.goto(f"{server.server.url}?autostart=1&probe=1&persona={persona}")
             pages.append(page)
+            if pages_yield and not yield_cpu_to_server(process):
+                raise RuntimeError("cannot lower the pages' CPU weight here (Linux with /proc/PID/autogroup needed)")
             await asyncio.sleep(QUESTION_EVERY_S / count)
         await asyncio.sleep(SETTLE_S)
         before = [await page.evaluate(READ_PAGE) for page in pages]
@@ -246,7 +280,8 @@ async def run_pages(server: ProbeServer, count: int, persona: str, wav: Path) ->
         session_id = next((e["id"] for e in a["events"] if e.get("id")), None)
         presented = [(i, t / 1000) for i, t in a["presented"] if start <= t / 1000 <= stop]
         bytes_now, bytes_then = a["wsBytes"] + a["rtpBytes"], b["wsBytes"] + b["rtpBytes"]
-        by_id[session_id] = PageResult(presented, {}, {}, (bytes_now - bytes_then) / (stop - start), (a["drawn"] - b["drawn"]) / (stop - start), a["errors"])
+        by_id[session_id] = PageResult(presented, {}, {}, (bytes_now - bytes_then) / (stop - start), (a["drawn"] - b["drawn"]) / (stop - start),
+                                       a["errors"], window=(start, stop))  # fmt: skip
     for session_id, result in by_id.items():
         probe = server.probes.pop(session_id, None)
         result.left, result.sent = (probe.left, probe.sent) if probe is not None else ({}, {})
@@ -273,6 +308,7 @@ class BenchServer(ProbeServer):
 def summarize(results: list[PageResult], fps: float) -> dict[str, Any]:
     """One run's figures across its tabs."""
     late, missing, presented, delays, sent_late, after_sent = [], 0, 0, [], [], []
+    all_sent_late, all_sent, sent_missing = [], 0, 0  # every frame sent in the window, whether the page showed it or not
     for result in results:
         each, gone = lateness(result.presented, fps)
         late.append(each)
@@ -282,10 +318,15 @@ def summarize(results: list[PageResult], fps: float) -> dict[str, Any]:
         sent = [(i, result.sent[i]) for i, _ in result.presented if i in result.sent]
         sent_late.append(lateness(sent, fps)[0])
         after_sent.append(frame_delays(result.presented, result.sent))
+        each_sent, skipped = lateness(result.sent_in_window(), fps)
+        all_sent_late.append(each_sent)
+        all_sent, sent_missing = all_sent + len(each_sent), sent_missing + skipped
     late_all = np.concatenate(late) if late else np.zeros(0)
     delay_all = np.concatenate(delays) if delays else np.zeros(0)
     sent_late_all = np.concatenate(sent_late) if sent_late else np.zeros(0)
     after_sent_all = np.concatenate(after_sent) if after_sent else np.zeros(0)
+    all_sent_late_all = np.concatenate(all_sent_late) if all_sent_late else np.zeros(0)
+    errors = sorted({e for r in results for e in r.errors})
     medians = [statistics.median(r.responses) if r.responses else None for r in results]
     return {
         "max_late_s": float(late_all.max()) if len(late_all) else None,
@@ -298,11 +339,15 @@ def summarize(results: list[PageResult], fps: float) -> dict[str, Any]:
         "sent_p99_late_s": float(np.percentile(sent_late_all, 99)) if len(sent_late_all) else None,
         "sent_to_page_median_s": float(np.median(after_sent_all)) if len(after_sent_all) else None,
         "sent_to_page_p99_s": float(np.percentile(after_sent_all, 99)) if len(after_sent_all) else None,
+        "sent_all_max_late_s": float(all_sent_late_all.max()) if len(all_sent_late_all) else None,
+        "sent_all_missing": sent_missing,
+        "held_as_sent": None if not len(all_sent_late_all) else bool(  # None: no time stamps at sending (websocket)
+            all_sent_late_all.max() <= LATE_S and not errors and sent_missing <= MISSING_MAX * (all_sent + sent_missing)),
         "bytes_per_s": [round(r.bytes_per_s) for r in results],
         "frames_drawn_per_s": [round(r.drawn_per_s, 1) for r in results],
         "response_median_s": [None if m is None else round(m, 3) for m in medians],
         "turns": [len(r.responses) for r in results],
-        "errors": sorted({e for r in results for e in r.errors}),
+        "errors": errors,
     }  # fmt: skip
 
 
@@ -315,9 +360,10 @@ def _bench_persona(path: Path) -> Persona:
 
 
 async def _capacity(out: IO[str], label: str, path: Path, counts: list[int], wav: Path, size: int, transport: str,
-                    response_goal_s: float | None = None, **context: object) -> dict[int, dict[str, Any]]:  # fmt: skip
-    """Runs with 1, 2, ... sessions until one (beyond 2) is not held; a line per run (with `context`) and one for the
-    most held."""
+                    response_goal_s: float | None = None, pages_yield: bool = False, **context: object) -> dict[int, dict[str, Any]]:  # fmt: skip
+    """Runs with each of `counts` sessions until one (beyond 2) is not held; a line per run (with `context`) and one
+    for the most held. `pages_yield`: the pages run only on what CPU the server leaves, and a run is held when the
+    server sent every frame on time (`held_as_sent`), whatever the pages then showed."""
     persona = _bench_persona(path)
     server = BenchServer([persona], ServeOptions(port=0, max_sessions=max(counts), transport=transport, size=(size, size)))
     await server.start()
@@ -325,9 +371,10 @@ async def _capacity(out: IO[str], label: str, path: Path, counts: list[int], wav
     try:
         for count in counts:
             load_before = os.getloadavg()
-            results, usage = await run_pages(server, count, persona.name, wav)
+            results, usage = await run_pages(server, count, persona.name, wav, pages_yield)
             figures = summarize(results, server.options.fps)
-            figures["held"] = held = figures["held"] and (response_goal_s is None or _median_ok(figures, response_goal_s))
+            held = bool(figures["held_as_sent"]) if pages_yield else figures["held"]
+            figures["held"] = held = held and (response_goal_s is None or _median_ok(figures, response_goal_s))
             runs[count] = figures
             emit(out, f"serve_{label}_sessions", count, "sessions", transport=transport, size=[size, size], **figures,
                  cpu_cores_per_session=round(usage["cpu_cores"] / count, 3), rss_mb_per_session=round(usage["rss_mb_above_idle"] / count, 1),
@@ -343,7 +390,7 @@ async def _capacity(out: IO[str], label: str, path: Path, counts: list[int], wav
             break
         best = count
     emit(out, f"serve_{label}_sessions_held", best, "sessions", transport=transport, window_s=WINDOW_S, late_limit_s=LATE_S,
-         response_goal_s=response_goal_s, **context)  # fmt: skip
+         response_goal_s=response_goal_s, judged="as sent by the server" if pages_yield else "at the page", **context)  # fmt: skip
     return runs
 
 
@@ -360,6 +407,8 @@ def bench_serve(out: IO[str], size: int = 512, max_scripted: int = 6, max_cascad
         scripted = asyncio.run(_capacity(out, "scripted", EXAMPLES / "nova.yaml", list(range(1, max_scripted + 1)), wav, size, "webrtc"))
         asyncio.run(_capacity(out, "cascade", EXAMPLES / "nova-live.yaml", list(range(1, max_cascade + 1)), wav, size, "webrtc",
                               response_goal_s=1.0))  # fmt: skip
+        asyncio.run(_capacity(out, "scripted_server_side", EXAMPLES / "nova.yaml", list(range(min(3, max_scripted), max_scripted + 1)),
+                              wav, size, "webrtc", pages_yield=True))  # the pages as if on other machines  # fmt: skip
         websocket = asyncio.run(_capacity(out, "scripted_websocket", EXAMPLES / "nova.yaml", [1], wav, size, "websocket"))
         with lossy_link(FAR_LINK) as link:  # one page far away: its packets late and some lost (testing/lossy_link.py)
             asyncio.run(_capacity(out, "scripted_far", EXAMPLES / "nova.yaml", [1], wav, size, "webrtc", link=FAR_LINK.describe()))

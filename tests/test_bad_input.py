@@ -11,7 +11,6 @@ import base64
 import io
 import shutil
 import socket
-import textwrap
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit

@@ -12,7 +12,6 @@ import base64
 import functools
 import json
 import math
-import os
 import random
 import shutil
 import struct

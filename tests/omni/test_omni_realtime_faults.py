@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from liveavatar.dialogue.base import DialogueError, TextDelta, UserTurn
+from liveavatar.dialogue.base import DialogueError, UserTurn
 from liveavatar.dialogue.omni import realtime_wire as wire
 from liveavatar.dialogue.omni_realtime import OmniRealtimeBackend, Options, realtime_url
 from liveavatar.media import AudioChunk
