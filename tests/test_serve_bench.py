@@ -81,6 +81,9 @@ def test_held_as_sent_judges_every_frame_the_server_sent_in_the_window() -> None
         del skipped.sent[i]
     assert summarize([skipped], 25.0)["sent_all_missing"] == 10 and summarize([skipped], 25.0)["held_as_sent"] is False
     assert summarize([_page(errors=["the media connection failed"])], 25.0)["held_as_sent"] is False
+    unconnected = _page()
+    unconnected.sent, unconnected.presented = {}, []  # a page that never connected: the server sent it nothing
+    assert summarize([_page(), unconnected], 25.0)["held_as_sent"] is False
     websocket = _page()
     websocket.sent = {}
     assert summarize([websocket], 25.0)["held_as_sent"] is None  # nothing is stamped at sending over the websocket
