@@ -17,9 +17,9 @@ beside, not judged). From that:
   the delay from sent to presented (the network and the browser).
 - bytes per second the page received (RTP with headers, plus the websocket).
 - held as sent: whether the server sent every frame of the window (shown or not) no more than 100 ms late, to every
-  page, with fewer than 1 % skipped and no page reporting an error. The `scripted_server_side` runs judge by this alone, with
-  the tabs given the lowest CPU weight (`yield_cpu_to_server`): the pages stand in for pages on other machines,
-  which this 2-core machine, shared with its own tabs, cannot show in time at every count the server sends.
+  page, with fewer than 1 % skipped and no page reporting an error. The `scripted_server_side` runs judge by this
+  alone, with the tabs given the lowest CPU weight (`yield_cpu_to_server`): the pages stand in for pages on other
+  machines, which this 2-core machine, shared with its own tabs, cannot show in time at every count the server sends.
 - per session: the server's CPU (this process: the bench's Chromium driver is another process) and memory above
   the idle server, and the response latency of each turn (end of the person's speech to the first frame with the
   reply's voice leaving the server); per tab: the CPU of the Chromium processes (they share the 2 cores).
@@ -178,17 +178,28 @@ def frame_delays(presented: list[tuple[int, float]], left: dict[int, float]) -> 
     return np.array([at - left[i] for i, at in seen.items() if i in left])
 
 
-def browser_cpu(process: Any) -> float:
-    """CPU seconds the Chromium processes started under `process` (a psutil.Process) have used so far: the tabs, and
-    the browser's GPU, audio and network processes they share."""
+def _chromium_processes(process: Any) -> list[Any]:
+    """The Chromium processes started under `process` (a psutil.Process): the tabs, and the browser's GPU, audio and
+    network processes they share (one that ends while they are listed is left out)."""
     import psutil
 
-    total = 0.0
+    found = []
     for child in process.children(recursive=True):
         with contextlib.suppress(psutil.Error):
             if "chrom" in child.name():
-                times = child.cpu_times()
-                total += times.user + times.system
+                found.append(child)
+    return found
+
+
+def browser_cpu(process: Any) -> float:
+    """CPU seconds the Chromium processes started under `process` (a psutil.Process) have used so far."""
+    import psutil
+
+    total = 0.0
+    for child in _chromium_processes(process):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            total += times.user + times.system
     return total
 
 
@@ -203,11 +214,10 @@ def yield_cpu_to_server(process: Any) -> int:
     import psutil
 
     done = 0
-    for child in process.children(recursive=True):
+    for child in _chromium_processes(process):
         with contextlib.suppress(psutil.Error, OSError):
-            if "chrom" in child.name():
-                Path(f"/proc/{child.pid}/autogroup").write_text("19")
-                done += 1
+            Path(f"/proc/{child.pid}/autogroup").write_text("19")
+            done += 1
     return done
 
 
